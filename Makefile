@@ -1,0 +1,39 @@
+# Every target creates .venv on first use. torch==2.13.0 (CPU) is installed before the package:
+# a looser range asked for before torch is present would pull a multi-GB CUDA build.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deqkit-installed
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+
+.PHONY: venv demo test test-fast bench lint format clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[train,jax,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/quickstart.py
+
+test: $(STAMP)
+	$(PY) -m pytest src/deqkit tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest src/deqkit tests -m 'not slow' -x
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff format --check src tests benchmarks examples
+
+format: $(STAMP)
+	$(PY) -m ruff format src tests benchmarks examples
+	$(PY) -m ruff check --fix src tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,41 @@
+"""deqkit: deep equilibrium models with exact, fast, tested solvers and implicit gradients.
+
+>>> import torch, deqkit as dk
+>>> z, sol = dk.fixed_point(lambda z: 0.5 * z + 1.0, torch.zeros(2, 3), tol=1e-8)
+>>> sol.status == dk.Status.CONVERGED
+True
+"""
+
+from .backward import DEQWarning, Implicit, OneStep, Phantom, Unrolled
+from .deq import DEQ, fixed_point, solve
+from .solvers import (
+    Anderson,
+    Broyden,
+    FixedPoint,
+    NewtonKrylov,
+    Solution,
+    Solver,
+    SolverError,
+    Status,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEQ",
+    "Anderson",
+    "Broyden",
+    "DEQWarning",
+    "FixedPoint",
+    "Implicit",
+    "NewtonKrylov",
+    "OneStep",
+    "Phantom",
+    "Solution",
+    "Solver",
+    "SolverError",
+    "Status",
+    "Unrolled",
+    "fixed_point",
+    "solve",
+]

@@ -1,0 +1,217 @@
+"""How gradients pass through the fixed point z* = f(z*).
+
+Each strategy is a small frozen dataclass of its options with one method, ``attach``, that takes
+the detached solution z* of the forward solve and returns a tensor equal (or close) to z* that
+carries the gradient:
+
+* :class:`Implicit` -- the implicit function theorem. The output is f(z*) evaluated with autograd
+  on; a hook on it replaces the incoming gradient g by the solution u of the adjoint fixed point
+  u = g + Jᵀu (J = ∂f/∂z at z*), solved matrix-free with vector–Jacobian products and any solver.
+  Then u flows into f's parameters and inputs: exact gradients, memory of one f call.
+* :class:`Phantom` -- k damped steps z ← (1 − τ)z + τf(z) from z*, differentiated explicitly
+  (Geng et al., NeurIPS 2021).
+* :class:`OneStep` -- one step, the Jacobian-free backward (Fung et al., AAAI 2022).
+* :class:`Unrolled` -- backpropagate through every solver iteration (for checks, small problems).
+
+No strategy lets a gradient reach z0: the forward solve starts from a detached copy.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ._validate import check_choice, check_float, check_int
+from .solvers import DEFAULTS, STOP_MODES, Solution, Solver, SolverError, Status, iterate, make_solver
+
+__all__ = [
+    "BACKWARDS",
+    "Backward",
+    "DEQWarning",
+    "FAILURE_POLICIES",
+    "Implicit",
+    "OneStep",
+    "Phantom",
+    "Unrolled",
+    "make_backward",
+    "report_failure",
+]
+
+FlatMap = Callable[[torch.Tensor], torch.Tensor]
+FAILURE_POLICIES = ("warn", "raise", "ignore")
+
+
+class DEQWarning(UserWarning):
+    """Warning category for solves that end without converging (``on_failure="warn"``)."""
+
+
+def report_failure(solution: Solution, on_failure: str, what: str) -> None:
+    """Apply the failure policy to a finished solve (nothing happens when it converged)."""
+    if solution.status == Status.CONVERGED or on_failure == "ignore":
+        return
+    if on_failure == "raise":
+        raise SolverError(solution, what)
+    warnings.warn(
+        f"{what} ended with {solution.status.name}: {solution.status.message}; {solution!r}",
+        DEQWarning,
+        stacklevel=3,
+    )
+
+
+class Backward:
+    """Interface: ``attach(f, z_star, solution, on_failure)`` returns z* carrying gradients."""
+
+    name: ClassVar[str]
+    unrolls_solver: ClassVar[bool] = False
+
+    def attach(
+        self, f: FlatMap, z_star: torch.Tensor, solution: Solution, on_failure: str
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Implicit(Backward):
+    """Exact implicit (IFT) gradients through a matrix-free adjoint solve.
+
+    Args:
+        solver: solver for the adjoint fixed point u = g + Jᵀu (name or object).
+        tol: adjoint tolerance, in ``stop_mode``.
+        max_iter: adjoint iteration budget.
+        stop_mode: "rel" or "abs".
+
+    >>> import deqkit as dk
+    >>> w = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    >>> z0 = torch.zeros(1, 1, dtype=torch.float64)
+    >>> z, sol = dk.fixed_point(lambda z: w * z + 1.0, z0, tol=1e-12, backward=dk.Implicit(tol=1e-12))
+    >>> z.sum().backward()
+    >>> round(w.grad.item(), 4)  # z* = 1/(1 - w), dz*/dw = 1/(1 - w)^2
+    4.0
+    """
+
+    solver: str | Solver = "anderson"
+    tol: float = 1e-6
+    max_iter: int = 50
+    stop_mode: str = DEFAULTS["stop_mode"]
+    name: ClassVar[str] = "implicit"
+
+    def __post_init__(self):
+        make_solver(self.solver)
+        check_float("Implicit.tol", self.tol, minimum=0.0, strict_min=True)
+        check_int("Implicit.max_iter", self.max_iter, minimum=1)
+        check_choice("Implicit.stop_mode", self.stop_mode, STOP_MODES)
+
+    def attach(self, f, z_star, solution, on_failure):
+        z_leaf = z_star.detach().requires_grad_()
+        fz = f(z_leaf)
+        if not fz.requires_grad:
+            return fz
+        solver = make_solver(self.solver)
+
+        def adjoint(grad: torch.Tensor) -> torch.Tensor:
+            def adjoint_map(u: torch.Tensor) -> torch.Tensor:
+                (vjp,) = torch.autograd.grad(fz, z_leaf, u, retain_graph=True)
+                return grad + vjp
+
+            with torch.no_grad():
+                back = iterate(
+                    solver,
+                    adjoint_map,
+                    grad,
+                    tol=self.tol,
+                    max_iter=self.max_iter,
+                    stop_mode=self.stop_mode,
+                )
+            solution.backward = back
+            report_failure(back, on_failure, "implicit backward (adjoint) solve")
+            return back.z
+
+        # The hook sits on an alias of f(z*): the adjoint VJPs start from fz itself and so never
+        # re-enter the hook, which keeps the layer re-entrant (two calls per forward work).
+        out = fz.view_as(fz)
+        out.register_hook(adjoint)
+        return out
+
+
+@dataclass(frozen=True)
+class Phantom(Backward):
+    """Phantom gradient: differentiate k damped steps z ← (1 − τ)z + τf(z) taken from z*.
+
+    Args:
+        steps: k, the number of differentiated steps.
+        damping: τ in (0, 1].
+
+    >>> Phantom(steps=3, damping=0.5)
+    Phantom(steps=3, damping=0.5)
+    """
+
+    steps: int = 5
+    damping: float = 1.0
+    name: ClassVar[str] = "phantom"
+
+    def __post_init__(self):
+        check_int("Phantom.steps", self.steps, minimum=1)
+        check_float("Phantom.damping", self.damping, minimum=0.0, maximum=1.0, strict_min=True)
+
+    def attach(self, f, z_star, solution, on_failure):
+        z = z_star.detach()
+        for _ in range(self.steps):
+            fz = f(z)
+            z = fz if self.damping == 1.0 else torch.lerp(z, fz, self.damping)
+        return z
+
+
+@dataclass(frozen=True)
+class OneStep(Backward):
+    """Jacobian-free backward: the gradient of one step f(z*) with z* held constant.
+
+    >>> OneStep()
+    OneStep()
+    """
+
+    name: ClassVar[str] = "one_step"
+
+    def attach(self, f, z_star, solution, on_failure):
+        return f(z_star.detach())
+
+
+@dataclass(frozen=True)
+class Unrolled(Backward):
+    """Backpropagate through every forward solver iteration (memory grows with iterations).
+
+    >>> Unrolled()
+    Unrolled()
+    """
+
+    name: ClassVar[str] = "unrolled"
+    unrolls_solver: ClassVar[bool] = True
+
+    def attach(self, f, z_star, solution, on_failure):
+        return z_star
+
+
+BACKWARDS: dict[str, type[Backward]] = {
+    cls.name: cls for cls in (Implicit, Phantom, OneStep, Unrolled)
+}
+
+
+def make_backward(spec: str | Backward) -> Backward:
+    """Turn a backward name or options object into a backward strategy.
+
+    >>> make_backward("phantom")
+    Phantom(steps=5, damping=1.0)
+    """
+    if isinstance(spec, Backward):
+        return spec
+    if isinstance(spec, str):
+        if spec not in BACKWARDS:
+            raise ValueError(f"unknown backward {spec!r}; choose one of {sorted(BACKWARDS)}")
+        return BACKWARDS[spec]()
+    raise TypeError(
+        f"backward must be a name {sorted(BACKWARDS)} or a deqkit Backward object, "
+        f"got {type(spec).__name__}"
+    )

@@ -1,0 +1,95 @@
+"""Anderson acceleration (type II), regularised and safeguarded.
+
+Each step mixes the last ``m`` iterates with weights α (Σα = 1) minimising ‖Σ αᵢ gᵢ‖, where
+gᵢ = f(xᵢ) − xᵢ (Walker & Ni, SIAM J. Numer. Anal. 2011). The small Gram system is kept up to
+date incrementally (one new row per step), regularised relative to its own scale so that a
+nearly collinear history cannot blow up, and solved in at least float32; a sample whose system
+is still singular falls back to a plain damped step instead of producing NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from .._validate import check_float, check_int
+from ._buffers import write_slot
+from .base import Evaluate, Solver
+
+
+@dataclass(frozen=True)
+class Anderson(Solver):
+    """Anderson acceleration.
+
+    Args:
+        m: history size (number of past iterates mixed).
+        lam: Tikhonov regularisation of the Gram matrix, relative to its smallest diagonal
+            entry (the squared norm of the smallest residual in the history).
+        damping: τ in (0, 1]; the new iterate is Σα((1 − τ)xᵢ + τ f(xᵢ)).
+
+    >>> import deqkit as dk
+    >>> A = 0.9 * torch.eye(4)
+    >>> sol = dk.solve(lambda z: z @ A.T + 1.0, torch.zeros(1, 4), solver=dk.Anderson(m=3), tol=1e-8)
+    >>> sol.status.name, round(sol.z[0, 0].item(), 5), sol.nfev < 10
+    ('CONVERGED', 10.0, True)
+    """
+
+    m: int = 5
+    lam: float = 1e-4
+    damping: float = 1.0
+    name: ClassVar[str] = "anderson"
+
+    def __post_init__(self):
+        check_int("Anderson.m", self.m, minimum=1)
+        check_float("Anderson.lam", self.lam, minimum=0.0)
+        check_float("Anderson.damping", self.damping, minimum=0.0, maximum=1.0, strict_min=True)
+
+    def init(self, z: torch.Tensor, fz: torch.Tensor):
+        batch, width = z.shape
+        xs = z.new_zeros(batch, self.m, width)
+        gs = z.new_zeros(batch, self.m, width)
+        gram = z.new_zeros(batch, self.m, self.m)
+        return self._push((xs, gs, gram, 0), z, fz - z)
+
+    def _push(self, memory, x, g):
+        xs, gs, gram, count = memory
+        slot = count % self.m
+        xs = write_slot(xs, slot, x)
+        gs = write_slot(gs, slot, g)
+        row = torch.bmm(gs, g.unsqueeze(2)).squeeze(2)
+        gram = write_slot(write_slot(gram, slot, row, dim=1), slot, row, dim=2)
+        return xs, gs, gram, count + 1
+
+    def _weights(self, gram: torch.Tensor) -> torch.Tensor:
+        k = gram.shape[-1]
+        work = gram if gram.dtype in (torch.float32, torch.float64) else gram.float()
+        eye = torch.eye(k, dtype=work.dtype, device=work.device)
+        scale = work.diagonal(dim1=1, dim2=2).amin(dim=1).clamp_min(torch.finfo(work.dtype).tiny)
+        system = work + (self.lam * scale)[:, None, None] * eye
+        ones = torch.ones(work.shape[0], k, 1, dtype=work.dtype, device=work.device)
+        y, info = torch.linalg.solve_ex(system, ones)
+        y = y.squeeze(2)
+        total = y.sum(dim=1, keepdim=True)
+        alpha = y / total
+        ok = (info == 0) & torch.isfinite(alpha).all(dim=1) & (total.squeeze(1).abs() > 0)
+        newest = torch.zeros_like(alpha)
+        newest[:, -1] = 1.0
+        return torch.where(ok[:, None], alpha, newest).to(gram.dtype)
+
+    def step(self, evaluate: Evaluate, z, fz, memory, active):
+        xs, gs, gram, count = memory
+        k = min(count, self.m)
+        if k == 1:
+            z_new = torch.lerp(z, fz, self.damping) if self.damping != 1.0 else fz
+        else:
+            order = [(count - k + i) % self.m for i in range(k)]
+            idx = torch.tensor(order, device=z.device)
+            sub = gram.index_select(1, idx).index_select(2, idx)
+            alpha = self._weights(sub).unsqueeze(1)
+            x_mix = torch.bmm(alpha, xs.index_select(1, idx)).squeeze(1)
+            g_mix = torch.bmm(alpha, gs.index_select(1, idx)).squeeze(1)
+            z_new = x_mix + self.damping * g_mix
+        fz_new = evaluate(z_new)
+        return z_new, fz_new, self._push(memory, z_new, fz_new - z_new)

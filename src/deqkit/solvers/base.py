@@ -1,0 +1,263 @@
+"""The solver interface, the solution record and the shared iteration loop.
+
+A solver is a small frozen dataclass (its fields are its options) with two methods:
+
+* ``init(z, fz)`` returns the solver's memory after the first evaluation ``fz = f(z)``;
+* ``step(evaluate, z, fz, memory, active)`` proposes the next iterate, evaluates it through
+  ``evaluate`` (which counts f-evaluations) and returns ``(z_new, fz_new, memory)``.
+
+Everything else -- per-sample stopping and freezing, best-iterate tracking, divergence and NaN
+detection, traces and statistics -- lives once in :func:`iterate`, so a new solver is one short
+file and behaves like every other. Solvers see only (B, D) matrices, never autograd or modules.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from .._validate import check_choice, check_float, check_int
+
+__all__ = [
+    "DEFAULTS",
+    "STOP_MODES",
+    "Solution",
+    "Solver",
+    "SolverError",
+    "Status",
+    "iterate",
+    "residuals",
+]
+
+Evaluate = Callable[[torch.Tensor], torch.Tensor]
+
+STOP_MODES = ("rel", "abs")
+
+#: Defaults shared by ``solve``, ``fixed_point``, ``DEQ`` and the JAX backend.
+DEFAULTS = {
+    "solver": "anderson",
+    "tol": 1e-4,
+    "max_iter": 50,
+    "stop_mode": "rel",
+    "divergence_ratio": 1e8,
+}
+
+
+class Status(enum.IntEnum):
+    """How a solve ended. Ordered by severity: the batch reports its worst sample."""
+
+    CONVERGED = 0
+    MAX_ITER = 1
+    DIVERGED = 2
+    NONFINITE = 3
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    Status.CONVERGED: "every sample reached the tolerance",
+    Status.MAX_ITER: "max_iter was reached before every sample reached the tolerance",
+    Status.DIVERGED: "the residual grew past divergence_ratio times its initial value",
+    Status.NONFINITE: "NaN or Inf appeared in z or f(z); the best finite iterate was kept",
+}
+
+
+@dataclass(repr=False)
+class Solution:
+    """Result of a solve. Per-sample fields have shape (B,).
+
+    ``z`` is each sample's lowest-residual iterate and ``residual`` its residual in the solve's
+    ``stop_mode``; ``nstep`` counts the iterations a sample ran (the evaluation of ``f(z0)`` is
+    iteration 1); ``nfev`` counts all calls of f. ``trace`` (B, iterations) holds per-iteration
+    residuals when asked for; ``states`` the sampled intermediate states; ``backward`` the adjoint
+    solve's own Solution once an implicit backward has run.
+    """
+
+    z: Any
+    status: Status
+    converged: torch.Tensor
+    nstep: torch.Tensor
+    residual: torch.Tensor
+    abs_residual: torch.Tensor
+    rel_residual: torch.Tensor
+    nfev: int
+    stop_mode: str
+    tol: float
+    trace: torch.Tensor | None = None
+    states: list | None = None
+    backward: Solution | None = None
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return self.status == Status.CONVERGED
+
+    def __repr__(self) -> str:
+        n = self.converged.numel()
+        text = (
+            f"Solution(status={self.status.name}, converged={int(self.converged.sum())}/{n}, "
+            f"nstep={_span(self.nstep)}, {self.stop_mode}_residual={_span(self.residual, '.2e')}, "
+            f"tol={self.tol:.1e}, nfev={self.nfev}"
+        )
+        if self.backward is not None:
+            text += f", backward={self.backward!r}"
+        return text + ")"
+
+
+def _span(values: torch.Tensor, fmt: str = "d") -> str:
+    lo, hi = values.min().item(), values.max().item()
+    return f"{lo:{fmt}}" if lo == hi else f"{lo:{fmt}}..{hi:{fmt}}"
+
+
+class SolverError(RuntimeError):
+    """Raised under ``on_failure="raise"`` when a solve does not converge."""
+
+    def __init__(self, solution: Solution, what: str = "forward solve"):
+        self.solution = solution
+        self.status = solution.status
+        super().__init__(f"{what} ended with {solution.status.name}: {solution.status.message}; {solution!r}")
+
+
+class Solver(abc.ABC):
+    """Interface every solver implements. Subclasses are frozen dataclasses of their options."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def init(self, z: torch.Tensor, fz: torch.Tensor) -> Any:
+        """Return the solver memory after the first evaluation ``fz = f(z)``."""
+
+    @abc.abstractmethod
+    def step(
+        self, evaluate: Evaluate, z: torch.Tensor, fz: torch.Tensor, memory: Any, active: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Propose and evaluate the next iterate; return ``(z_new, f(z_new), memory)``.
+
+        ``active`` (B,) marks samples still iterating; the loop ignores proposals for the rest.
+        """
+
+
+def residuals(z: torch.Tensor, fz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ``(‖f(z) − z‖, ‖f(z) − z‖ / ‖f(z)‖)`` over all state elements.
+
+    >>> a, r = residuals(torch.zeros(1, 2), torch.tensor([[3.0, 4.0]]))
+    >>> a.item(), r.item()
+    (5.0, 1.0)
+    """
+    abs_res = torch.linalg.vector_norm(fz - z, dim=1)
+    scale = torch.linalg.vector_norm(fz, dim=1).clamp_min(torch.finfo(fz.dtype).tiny)
+    return abs_res, abs_res / scale
+
+
+def _select(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask.view(-1, *([1] * (new.dim() - 1))), new, old)
+
+
+def iterate(
+    solver: Solver,
+    fn: Evaluate,
+    z0: torch.Tensor,
+    *,
+    tol: float = DEFAULTS["tol"],
+    max_iter: int = DEFAULTS["max_iter"],
+    stop_mode: str = DEFAULTS["stop_mode"],
+    trace: bool = False,
+    divergence_ratio: float = DEFAULTS["divergence_ratio"],
+    sample_at: Sequence[int] = (),
+) -> Solution:
+    """Run ``solver`` on the fixed-point problem ``z = fn(z)`` for a (B, D) matrix ``z0``.
+
+    Stopping is per sample: a sample whose residual reaches ``tol`` is frozen while the others go
+    on, and the loop ends when no sample is active or after ``max_iter`` iterations. A sample whose
+    residual turns NaN/Inf, or grows past ``divergence_ratio`` times its first value, stops too.
+    ``sample_at`` lists iterations at which the current iterate is recorded into ``states``.
+
+    >>> from deqkit.solvers import FixedPoint
+    >>> sol = iterate(FixedPoint(), lambda z: 0.5 * z + 1.0, torch.zeros(3, 2), tol=1e-6)
+    >>> sol.status.name, round(sol.z[0, 0].item(), 4)
+    ('CONVERGED', 2.0)
+    """
+    check_float("tol", tol, minimum=0.0, strict_min=True)
+    check_int("max_iter", max_iter, minimum=1)
+    check_choice("stop_mode", stop_mode, STOP_MODES)
+    check_float("divergence_ratio", divergence_ratio, minimum=1.0, strict_min=True)
+    if z0.dim() != 2:
+        raise ValueError(f"solvers take a (B, D) matrix, got shape {tuple(z0.shape)}")
+    nfev = 0
+
+    def evaluate(z: torch.Tensor) -> torch.Tensor:
+        nonlocal nfev
+        nfev += 1
+        return fn(z)
+
+    pick_rel = stop_mode == "rel"
+    z = z0
+    fz = evaluate(z)
+    abs_r, rel_r = residuals(z, fz)
+    res = rel_r if pick_rel else abs_r
+    finite = torch.isfinite(abs_r)
+    first_abs = abs_r.clamp_min(torch.finfo(abs_r.dtype).tiny)
+    best_z, best_res, best_abs, best_rel = z, res, abs_r, rel_r
+    converged = finite & (res <= tol)
+    nonfinite = ~finite
+    diverged = torch.zeros_like(finite)
+    active = ~(converged | nonfinite)
+    nstep = torch.ones(z.shape[0], dtype=torch.long, device=z.device)
+    history = [res] if trace else None
+    sample_at = sorted(set(sample_at))
+    states = [z] if 1 in sample_at else []
+    running = bool(active.any())
+    memory = solver.init(z, fz) if running else None
+    k = 1
+    while running and k < max_iter:
+        z_new, fz_new, memory = solver.step(evaluate, z, fz, memory, active)
+        k += 1
+        abs_n, rel_n = residuals(z_new, fz_new)
+        res_n = rel_n if pick_rel else abs_n
+        finite = torch.isfinite(abs_n)
+        update = active & finite
+        z, fz = _select(update, z_new, z), _select(update, fz_new, fz)
+        improved = update & (res_n < best_res)
+        best_z = _select(improved, z, best_z)
+        best_res = torch.where(improved, res_n, best_res)
+        best_abs = torch.where(improved, abs_n, best_abs)
+        best_rel = torch.where(improved, rel_n, best_rel)
+        nstep = torch.where(active, k, nstep)
+        nonfinite = nonfinite | (active & ~finite)
+        converged = converged | (update & (res_n <= tol))
+        diverged = diverged | (update & (abs_n > divergence_ratio * first_abs))
+        active = active & ~(converged | nonfinite | diverged)
+        if history is not None:
+            history.append(torch.where(update, res_n, history[-1]))
+        if k in sample_at:
+            states.append(z)
+        running = bool(active.any())
+    if nonfinite.any():
+        status = Status.NONFINITE
+    elif diverged.any():
+        status = Status.DIVERGED
+    elif converged.all():
+        status = Status.CONVERGED
+    else:
+        status = Status.MAX_ITER
+    return Solution(
+        z=best_z,
+        status=status,
+        converged=converged,
+        nstep=nstep,
+        residual=best_res,
+        abs_residual=best_abs,
+        rel_residual=best_rel,
+        nfev=nfev,
+        stop_mode=stop_mode,
+        tol=float(tol),
+        trace=torch.stack(history, dim=1) if history is not None else None,
+        states=states if sample_at else None,
+    )

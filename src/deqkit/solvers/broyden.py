@@ -1,0 +1,89 @@
+"""Limited-memory Broyden's (good) method for the root of g(z) = f(z) − z.
+
+The inverse Jacobian of g is kept as J⁻¹ ≈ −I + U Vᵀ with at most ``memory`` rank-one terms in a
+ring buffer (Broyden 1965; the DEQ papers use the same form). Memory is fixed by the option, not
+by max_iter, so long solves cost no more memory than short ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from .._validate import check_bool, check_int
+from ._buffers import bounded_step_search, write_slot
+from .base import Evaluate, Solver
+
+
+@dataclass(frozen=True)
+class Broyden(Solver):
+    """Limited-memory Broyden root finder.
+
+    Args:
+        memory: number of rank-one updates kept (oldest dropped first).
+        line_search: per-sample backtracking on ‖f(z) − z‖ (costs extra f-evaluations).
+        max_halvings: backtracking trials per step when ``line_search`` is on.
+
+    Converges where plain iteration diverges:
+
+    >>> import deqkit as dk
+    >>> sol = dk.solve(lambda z: -2.0 * z + 1.0, torch.zeros(2, 3), solver=dk.Broyden(), tol=1e-6)
+    >>> sol.status.name, round(sol.z[0, 0].item(), 6)
+    ('CONVERGED', 0.333333)
+    """
+
+    memory: int = 30
+    line_search: bool = False
+    max_halvings: int = 4
+    name: ClassVar[str] = "broyden"
+
+    def __post_init__(self):
+        check_int("Broyden.memory", self.memory, minimum=1)
+        check_bool("Broyden.line_search", self.line_search)
+        check_int("Broyden.max_halvings", self.max_halvings, minimum=0)
+
+    def init(self, z: torch.Tensor, fz: torch.Tensor):
+        batch, width = z.shape
+        return z.new_zeros(batch, self.memory, width), z.new_zeros(batch, self.memory, width), 0
+
+    @staticmethod
+    def _inv_times(us, vs, k, x):
+        """J⁻¹ x = −x + U (Vᵀ x)."""
+        if k == 0:
+            return -x
+        coeff = torch.bmm(vs[:, :k], x.unsqueeze(2))
+        return -x + torch.bmm(us[:, :k].transpose(1, 2), coeff).squeeze(2)
+
+    @staticmethod
+    def _times_inv(us, vs, k, x):
+        """xᵀ J⁻¹ = −xᵀ + (xᵀ U) Vᵀ."""
+        if k == 0:
+            return -x
+        coeff = torch.bmm(us[:, :k], x.unsqueeze(2))
+        return -x + torch.bmm(vs[:, :k].transpose(1, 2), coeff).squeeze(2)
+
+    def step(self, evaluate: Evaluate, z, fz, memory, active):
+        us, vs, count = memory
+        k = min(count, self.memory)
+        g = fz - z
+        direction = -self._inv_times(us, vs, k, g)
+        if self.line_search:
+            z_new, fz_new = bounded_step_search(evaluate, z, fz, direction, active, self.max_halvings)
+        else:
+            z_new = z + direction
+            fz_new = evaluate(z_new)
+        dz = z_new - z
+        dg = (fz_new - z_new) - g
+        v = self._times_inv(us, vs, k, dz)
+        inv_dg = self._inv_times(us, vs, k, dg)
+        denom = (v * dg).sum(dim=1, keepdim=True)
+        tiny = torch.finfo(z.dtype).eps * dz.norm(dim=1, keepdim=True) * dg.norm(dim=1, keepdim=True)
+        usable = (denom.abs() > tiny) & torch.isfinite(denom)
+        safe = torch.where(usable, denom, torch.ones_like(denom))
+        u = torch.where(usable, (dz - inv_dg) / safe, torch.zeros_like(dz))
+        u = torch.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0)
+        v = torch.where(usable, v, torch.zeros_like(v))
+        slot = count % self.memory
+        return z_new, fz_new, (write_slot(us, slot, u), write_slot(vs, slot, v), count + 1)
