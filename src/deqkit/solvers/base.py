@@ -191,10 +191,15 @@ def iterate(
     if z0.dim() != 2:
         raise ValueError(f"solvers take a (B, D) matrix, got shape {tuple(z0.shape)}")
     nfev = 0
+    # Frozen samples are evaluated at their frozen iterate, whatever the solver proposes for them,
+    # so f (which may couple samples, e.g. through batch statistics) never sees them move.
+    frozen: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def evaluate(z: torch.Tensor) -> torch.Tensor:
         nonlocal nfev
         nfev += 1
+        if frozen is not None:
+            z = _select(frozen[0], z, frozen[1])
         return fn(z)
 
     pick_rel = stop_mode == "rel"
@@ -213,10 +218,12 @@ def iterate(
     history = [res] if trace else None
     sample_at = sorted(set(sample_at))
     states = [z] if 1 in sample_at else []
-    running = bool(active.any())
-    memory = solver.init(z, fz) if running else None
+    batch = z.shape[0]
+    n_active = int(active.sum())
+    memory = solver.init(z, fz) if n_active else None
     k = 1
-    while running and k < max_iter:
+    while n_active and k < max_iter:
+        frozen = None if n_active == batch else (active, z)
         z_new, fz_new, memory = solver.step(evaluate, z, fz, memory, active)
         k += 1
         abs_n, rel_n = residuals(z_new, fz_new)
@@ -238,7 +245,7 @@ def iterate(
             history.append(torch.where(update, res_n, history[-1]))
         if k in sample_at:
             states.append(z)
-        running = bool(active.any())
+        n_active = int(active.sum())
     if nonfinite.any():
         status = Status.NONFINITE
     elif diverged.any():
