@@ -160,6 +160,16 @@ def fixed_point(
     return spec.unflatten(z_flat), sol
 
 
+def _check_batch(z0: Any, x: Any) -> None:
+    z_leaves = [t for t in pytree.tree_leaves(z0) if isinstance(t, torch.Tensor) and t.dim()]
+    x_leaves = [t for t in pytree.tree_leaves(x) if isinstance(t, torch.Tensor) and t.dim()]
+    if z_leaves and x_leaves and z_leaves[0].shape[0] != x_leaves[0].shape[0]:
+        raise ValueError(
+            f"z0 has batch size {z_leaves[0].shape[0]} but x has batch size "
+            f"{x_leaves[0].shape[0]}; dim 0 of every state leaf is the batch"
+        )
+
+
 class DEQ(nn.Module):
     """A deep equilibrium layer: returns z* = cell(z*, x, ...) with the chosen backward.
 
@@ -225,6 +235,8 @@ class DEQ(nn.Module):
     def forward(self, x: Any, *args, z0: Any = None, **kwargs) -> tuple[Any, Solution]:
         if z0 is None:
             z0 = self.initial_state(x)
+        else:
+            _check_batch(z0, x)
         budget = self.max_iter
         if not self.training and self.eval_max_iter is not None:
             budget = self.eval_max_iter
