@@ -8,6 +8,13 @@ True
 
 from .backward import DEQWarning, Implicit, OneStep, Phantom, Unrolled
 from .deq import DEQ, fixed_point, solve
+from .dropout import (
+    VariationalDropout,
+    VariationalDropout2d,
+    VariationalDropoutToken,
+    reset_dropout,
+)
+from .norm import apply_norm, cached_weights, remove_norm
 from .solvers import (
     Anderson,
     Broyden,
@@ -36,6 +43,13 @@ __all__ = [
     "SolverError",
     "Status",
     "Unrolled",
+    "VariationalDropout",
+    "VariationalDropout2d",
+    "VariationalDropoutToken",
+    "apply_norm",
+    "cached_weights",
     "fixed_point",
+    "remove_norm",
+    "reset_dropout",
     "solve",
 ]

@@ -12,6 +12,8 @@ from torch.utils import _pytree as pytree
 
 from ._validate import check_bool, check_choice, check_int
 from .backward import FAILURE_POLICIES, Backward, make_backward, report_failure
+from .dropout import reset_dropout
+from .norm import cached_weights
 from .solvers import DEFAULTS, Solution, Solver, iterate, make_solver
 from .state import StateSpec, flatten
 
@@ -233,24 +235,28 @@ class DEQ(nn.Module):
         return pytree.tree_map(torch.zeros_like, x)
 
     def forward(self, x: Any, *args, z0: Any = None, **kwargs) -> tuple[Any, Solution]:
-        if z0 is None:
-            z0 = self.initial_state(x)
-        else:
-            _check_batch(z0, x)
-        budget = self.max_iter
-        if not self.training and self.eval_max_iter is not None:
-            budget = self.eval_max_iter
-        return fixed_point(
-            lambda z: self.cell(z, x, *args, **kwargs),
-            z0,
-            self.solver,
-            self.backward,
-            tol=self.tol,
-            max_iter=budget,
-            stop_mode=self.stop_mode,
-            on_failure=self.on_failure,
-            trace=self.trace,
-        )
+        # One dropout mask and one evaluation of each normalised weight per call: f must be the
+        # same map at every solver iteration and in the backward.
+        reset_dropout(self)
+        with cached_weights(self):
+            if z0 is None:
+                z0 = self.initial_state(x)
+            else:
+                _check_batch(z0, x)
+            budget = self.max_iter
+            if not self.training and self.eval_max_iter is not None:
+                budget = self.eval_max_iter
+            return fixed_point(
+                lambda z: self.cell(z, x, *args, **kwargs),
+                z0,
+                self.solver,
+                self.backward,
+                tol=self.tol,
+                max_iter=budget,
+                stop_mode=self.stop_mode,
+                on_failure=self.on_failure,
+                trace=self.trace,
+            )
 
     def extra_repr(self) -> str:
         return (
