@@ -77,7 +77,8 @@ class Solution:
     ``stop_mode``; ``nstep`` counts the iterations a sample ran (the evaluation of ``f(z0)`` is
     iteration 1); ``nfev`` counts all calls of f. ``trace`` (B, iterations) holds per-iteration
     residuals when asked for; ``states`` the sampled intermediate states; ``backward`` the adjoint
-    solve's own Solution once an implicit backward has run.
+    solve's own Solution once an implicit backward has run. ``jac_loss`` (Jacobian penalty) and
+    ``skip_loss`` (Skip-DEQ initialiser loss) are differentiable scalars set by ``DEQ`` when asked.
     """
 
     z: Any
@@ -93,6 +94,8 @@ class Solution:
     trace: torch.Tensor | None = None
     states: list | None = None
     backward: Solution | None = None
+    jac_loss: torch.Tensor | None = None
+    skip_loss: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
 
     @property
