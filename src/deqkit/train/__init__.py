@@ -1,0 +1,1 @@
+"""Training: typed config, loop, checkpoints, JSONL metrics, torch.distributed."""
