@@ -112,7 +112,10 @@ class Implicit(Backward):
             return fz
         solver = make_solver(self.solver)
 
-        def adjoint(grad: torch.Tensor) -> torch.Tensor:
+        def adjoint(grad: torch.Tensor | None) -> torch.Tensor | None:
+            if grad is None:  # an undefined gradient stays undefined (autograd's convention)
+                return None
+
             def adjoint_map(u: torch.Tensor) -> torch.Tensor:
                 (vjp,) = torch.autograd.grad(fz, z_leaf, u, retain_graph=True)
                 return grad + vjp
