@@ -1,0 +1,38 @@
+"""MDEQ: multiscale deep equilibrium models (Bai, Koltun, Kolter, NeurIPS 2020)."""
+
+from __future__ import annotations
+
+from ...train.config import deq_kwargs
+from .cell import MDEQCell
+from .model import MDEQClassifier, MDEQConfig
+
+__all__ = ["MDEQCell", "MDEQClassifier", "MDEQConfig", "build"]
+
+_DATA_KEYS = ("in_channels", "num_classes")
+
+
+def build(model_cfg: dict, deq_cfg: dict, data_info: dict) -> MDEQClassifier:
+    """Build an MDEQ classifier from a recipe's ``model`` and ``deq`` sections.
+
+    Args:
+        model_cfg: :class:`MDEQConfig` fields (a ``name`` key, if present, is ignored).
+        deq_cfg: the recipe's ``deq`` section (see :func:`deqkit.train.config.deq_kwargs`).
+        data_info: at least ``in_channels`` and ``num_classes``.
+
+    >>> model = build({"name": "mdeq", "channels": [8, 16]}, {"max_iter": 4},
+    ...               {"in_channels": 1, "image_size": 16, "num_classes": 10})
+    >>> import torch
+    >>> model(torch.zeros(2, 1, 16, 16))[0].shape
+    torch.Size([2, 10])
+    """
+    missing = [k for k in _DATA_KEYS if k not in data_info]
+    if missing:
+        raise ValueError(f"data_info lacks {missing}; got keys {sorted(data_info)}")
+    options = {k: v for k, v in model_cfg.items() if k != "name"}
+    config = MDEQConfig.from_dict(options)
+    return MDEQClassifier(
+        config,
+        data_info["in_channels"],
+        data_info["num_classes"],
+        **deq_kwargs(deq_cfg),
+    )
