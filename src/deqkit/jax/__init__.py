@@ -1,0 +1,39 @@
+"""deqkit.jax: the JAX backend, with the solver names, options, defaults and Solution fields of
+the PyTorch core. f receives its parameters by closure; see :func:`fixed_point`.
+
+>>> import jax.numpy as jnp
+>>> import deqkit.jax as dkj
+>>> sol = dkj.solve(lambda z: 0.5 * z + 1.0, jnp.zeros((2, 3)), tol=1e-6)
+>>> int(sol.status) == dkj.Status.CONVERGED
+True
+"""
+
+from .backward import Implicit, OneStep, Phantom, Unrolled
+from .deq import fixed_point, solve
+from .solvers import (
+    Anderson,
+    Broyden,
+    FixedPoint,
+    NewtonKrylov,
+    Solution,
+    Solver,
+    SolverError,
+    Status,
+)
+
+__all__ = [
+    "Anderson",
+    "Broyden",
+    "FixedPoint",
+    "Implicit",
+    "NewtonKrylov",
+    "OneStep",
+    "Phantom",
+    "Solution",
+    "Solver",
+    "SolverError",
+    "Status",
+    "Unrolled",
+    "fixed_point",
+    "solve",
+]

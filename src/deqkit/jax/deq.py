@@ -1,0 +1,156 @@
+"""The JAX entry points: ``solve`` (no gradients) and ``fixed_point`` (differentiable).
+
+f receives its parameters by closure: ``fixed_point(lambda z: cell(params, z, x), z0)``. The
+closure is converted with ``jax.closure_convert``, which lifts every closed-over array that might
+carry a gradient (under ``jax.grad``, ``jax.jit`` or ``jax.vmap``) into an explicit argument, so
+gradients reach params and x through the chosen backward and never reach z0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from .._validate import check_choice
+from ..backward import FAILURE_POLICIES
+from ._state import flatten
+from .backward import make_backward
+from .solvers import DEFAULTS, Solution, iterate, make_solver
+from .solvers.base import check_loop_options, report_failure
+
+__all__ = ["fixed_point", "solve"]
+
+
+def _prepare(f: Callable, z0: Any):
+    flat0, spec = flatten(z0)
+    try:
+        bad = not bool(jnp.all(jnp.isfinite(flat0)))
+    except jax.errors.ConcretizationTypeError:
+        bad = False
+    if bad:
+        raise ValueError("z0 contains NaN or Inf")
+    flat0 = jax.lax.stop_gradient(flat0)
+
+    def flat_f(z):
+        return spec.flatten_like(f(spec.unflatten(z)), "f(z)")
+
+    fn, consts = jax.closure_convert(flat_f, flat0)
+    return flat0, spec, fn, tuple(consts)
+
+
+def _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio):
+    check_loop_options(tol, max_iter, stop_mode, trace, divergence_ratio)
+    check_choice("on_failure", on_failure, FAILURE_POLICIES)
+
+
+def solve(
+    f: Callable[[Any], Any],
+    z0: Any,
+    solver: Any = DEFAULTS["solver"],
+    *,
+    tol: float = DEFAULTS["tol"],
+    max_iter: int = DEFAULTS["max_iter"],
+    stop_mode: str = DEFAULTS["stop_mode"],
+    on_failure: str = "warn",
+    trace: bool = False,
+    divergence_ratio: float = DEFAULTS["divergence_ratio"],
+) -> Solution:
+    """Find z* = f(z*); no gradient passes (closed-over arrays are ``stop_gradient``-ed).
+
+    Args:
+        f: maps a state (array or pytree of arrays, batch in dim 0) to one of the same
+            structure, shapes and dtypes; closes over its parameters and inputs.
+        z0: the initial state.
+        solver: "fixed_point", "anderson", "broyden", "newton_krylov" or a solver object (JAX
+            or torch ``deqkit`` options object).
+        tol: per-sample tolerance on the residual chosen by ``stop_mode``.
+        max_iter: iteration budget (the evaluation of f(z0) is the first iteration).
+        stop_mode: "rel" (‖f(z) − z‖ / ‖f(z)‖) or "abs" (‖f(z) − z‖).
+        on_failure: "warn", "raise" or "ignore" when not converged (under ``jax.jit`` the
+            policy runs on the host through ``jax.debug.callback``).
+        trace: record per-iteration residuals in ``Solution.trace`` (B, max_iter).
+        divergence_ratio: stop a sample as DIVERGED once its residual exceeds this many times
+            its first residual.
+
+    Returns:
+        A :class:`Solution` whose ``z`` has the structure of ``z0``.
+
+    >>> import jax.numpy as jnp
+    >>> import deqkit.jax as dkj
+    >>> sol = dkj.solve(lambda z: jnp.tanh(0.5 * z + 1.0), jnp.zeros((4, 3)), tol=1e-6)
+    >>> dkj.Status(int(sol.status)).name, bool(sol.converged.all())
+    ('CONVERGED', True)
+    """
+    _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio)
+    flat0, spec, fn, consts = _prepare(f, z0)
+    consts = jax.lax.stop_gradient(consts)
+    sol = iterate(
+        make_solver(solver),
+        lambda z: fn(z, *consts),
+        flat0,
+        tol=tol,
+        max_iter=max_iter,
+        stop_mode=stop_mode,
+        trace=trace,
+        divergence_ratio=divergence_ratio,
+    )
+    report_failure(sol, on_failure, "forward solve")
+    return dataclasses.replace(sol, z=spec.unflatten(sol.z))
+
+
+def fixed_point(
+    f: Callable[[Any], Any],
+    z0: Any,
+    solver: Any = DEFAULTS["solver"],
+    backward: Any = "implicit",
+    *,
+    tol: float = DEFAULTS["tol"],
+    max_iter: int = DEFAULTS["max_iter"],
+    stop_mode: str = DEFAULTS["stop_mode"],
+    on_failure: str = "warn",
+    trace: bool = False,
+    divergence_ratio: float = DEFAULTS["divergence_ratio"],
+) -> tuple[Any, Solution]:
+    """Differentiable fixed point z* = f(z*): gradients reach everything f closes over, never z0.
+
+    Takes the arguments of :func:`solve` plus ``backward`` ("implicit", "phantom", "one_step",
+    "unrolled" or an object such as ``dkj.Implicit(tol=1e-8)``).
+
+    Returns:
+        ``(z, solution)``: ``z`` has the structure of ``z0`` and carries the gradient (z* for
+        "implicit" and "unrolled", the k steps from z* for "phantom", f(z*) for "one_step");
+        ``solution`` holds the statistics and carries none.
+
+    >>> import jax, jax.numpy as jnp
+    >>> import deqkit.jax as dkj
+    >>> def loss(x):
+    ...     z, sol = dkj.fixed_point(lambda z: 0.5 * z + x, jnp.zeros((1, 1)), tol=1e-6)
+    ...     return z.sum()
+    >>> value, grad = jax.value_and_grad(loss)(jnp.array([[2.0]]))
+    >>> round(float(value), 4), round(float(grad[0, 0]), 4)
+    (4.0, 2.0)
+    """
+    _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio)
+    strategy = make_backward(backward)
+    flat0, spec, fn, consts = _prepare(f, z0)
+    unroll = strategy.unrolls_solver
+    seen = consts if unroll else jax.lax.stop_gradient(consts)
+    sol = iterate(
+        make_solver(solver),
+        lambda z: fn(z, *seen),
+        flat0,
+        tol=tol,
+        max_iter=max_iter,
+        stop_mode=stop_mode,
+        trace=trace,
+        divergence_ratio=divergence_ratio,
+        unroll=unroll,
+    )
+    z = strategy.attach(fn, sol.z, consts, on_failure)
+    sol = jax.lax.stop_gradient(sol)
+    report_failure(sol, on_failure, "forward solve")
+    return spec.unflatten(z), dataclasses.replace(sol, z=spec.unflatten(sol.z))
