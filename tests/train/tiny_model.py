@@ -44,3 +44,35 @@ def build(model_cfg: dict, deq_cfg: dict, data_info: dict) -> nn.Module:
         options["dropout"],
         deq_kwargs(deq_cfg),
     )
+
+
+HERE = __file__.rsplit("/", 1)[0]
+
+#: A recipe small enough for a training step in a few tens of milliseconds on one core.
+RECIPE = {
+    "description": "tiny test DEQ on digits",
+    "model": {"name": "tiny_model:build", "channels": 4, "dropout": 0.1},
+    "deq": {
+        "solver": "anderson",
+        "solver_options": {"m": 3},
+        "backward": "implicit",
+        "backward_options": {"tol": 1.0e-4, "max_iter": 8},
+        "tol": 1.0e-3,
+        "max_iter": 8,
+    },
+    "data": {"name": "digits", "batch_size": 16, "eval_batch_size": 360},
+    "optim": {"name": "adam", "lr": 1.0e-2, "warmup_steps": 1},
+    "train": {"steps": 6, "eval_every": 3, "checkpoint_every": 3, "log_every": 1, "seed": 0},
+}
+
+
+def write_recipe(path, **sections) -> str:
+    """Write RECIPE (with ``sections`` merged into its sections) as YAML; returns the path."""
+    import yaml
+
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in RECIPE.items()}
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    with open(path, "w") as fh:
+        yaml.safe_dump(raw, fh)
+    return str(path)

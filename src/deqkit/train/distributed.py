@@ -10,7 +10,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistEnv", "all_gather_objects", "all_reduce_sum", "init_distributed"]
+__all__ = [
+    "DistEnv",
+    "all_gather_objects",
+    "all_reduce_sum",
+    "init_distributed",
+    "replica_spread",
+]
 
 
 @dataclass(frozen=True)
@@ -83,3 +89,18 @@ def all_gather_objects(obj: Any, env: DistEnv) -> list[Any]:
     out: list[Any] = [None] * env.world
     dist.all_gather_object(out, obj)
     return out
+
+
+def replica_spread(module: torch.nn.Module, env: DistEnv) -> float:
+    """Largest difference of any parameter between ranks (0.0 when the replicas agree).
+
+    >>> replica_spread(torch.nn.Linear(2, 2), DistEnv())
+    0.0
+    """
+    if not env.distributed:
+        return 0.0
+    flat = torch.cat([p.detach().reshape(-1).double() for p in module.parameters()])
+    high, low = flat.clone(), flat.clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    return float((high - low).max()) if flat.numel() else 0.0

@@ -28,7 +28,7 @@ from .build import (
 )
 from .checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .config import Config
-from .distributed import DistEnv, all_gather_objects, all_reduce_sum
+from .distributed import DistEnv, all_gather_objects, all_reduce_sum, replica_spread
 from .evaluate import evaluate, residual_trace, solution_stats
 from .logging import MetricsLog
 
@@ -234,7 +234,8 @@ def train(
             bar.update(1)
             if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < cfg.train.steps:
                 metrics = run_eval(done)
-                bar.write(f"step {done}: {eval_name} acc {metrics['acc']:.4f}")
+                if env.is_main:
+                    bar.write(f"step {done}: {eval_name} acc {metrics['acc']:.4f}")
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0:
                 checkpoint(done)
     bar.close()
@@ -249,6 +250,9 @@ def train(
         if eval_name == "test"
         else evaluate(model, data.test, data.preprocess, cfg.data.eval_batch_size, env)
     )
+    # DDP keeps replicas equal by construction; checking costs two all-reduces and catches a
+    # model whose buffers or unsynchronised state drift apart.
+    spread = replica_spread(model, env)
     if not env.is_main:
         return {}
     trace = residual_trace(model, data.test, data.preprocess, cfg.data.eval_batch_size, env.device)
@@ -262,6 +266,7 @@ def train(
         "train_seconds": totals["time"],
         "seconds_per_step": totals["time"] / n,
         "world_size": env.world,
+        "replica_max_diff": spread,
         **{f"mean_{k}": totals[k] / n for k in _STEP_KEYS if k in totals},
         "checkpoint": str(ckpt_path),
     }
