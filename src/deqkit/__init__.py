@@ -7,6 +7,7 @@ True
 """
 
 from .backward import DEQWarning, Implicit, OneStep, Phantom, Unrolled
+from .cache import FixedPointCache
 from .deq import DEQ, fixed_point, solve
 from .dropout import (
     VariationalDropout,
@@ -14,7 +15,10 @@ from .dropout import (
     VariationalDropoutToken,
     reset_dropout,
 )
+from .losses import fixed_point_correction
 from .norm import apply_norm, cached_weights, remove_norm
+from .regularize import jacobian_penalty, spectral_radius
+from .shine import Shine
 from .solvers import (
     Anderson,
     Broyden,
@@ -34,10 +38,12 @@ __all__ = [
     "Broyden",
     "DEQWarning",
     "FixedPoint",
+    "FixedPointCache",
     "Implicit",
     "NewtonKrylov",
     "OneStep",
     "Phantom",
+    "Shine",
     "Solution",
     "Solver",
     "SolverError",
@@ -49,7 +55,10 @@ __all__ = [
     "apply_norm",
     "cached_weights",
     "fixed_point",
+    "fixed_point_correction",
+    "jacobian_penalty",
     "remove_norm",
     "reset_dropout",
+    "spectral_radius",
     "solve",
 ]

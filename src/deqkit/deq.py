@@ -10,11 +10,16 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from ._validate import check_bool, check_choice, check_int
+from ._states import attach_states, sample_points
+from ._validate import check_bool, check_choice, check_float, check_int
 from .backward import FAILURE_POLICIES, Backward, make_backward, report_failure
 from .dropout import reset_dropout
+from .losses import skip_loss
 from .norm import cached_weights
-from .solvers import DEFAULTS, Solution, Solver, iterate, make_solver
+from .pretrain import unroll
+from .regularize import jacobian_penalty
+from .shine import InverseRecorder
+from .solvers import DEFAULTS, STOP_MODES, Solution, Solver, iterate, make_solver
 from .state import StateSpec, flatten
 
 __all__ = ["DEQ", "fixed_point", "solve"]
@@ -48,10 +53,11 @@ def _prepare(z0: Any, what: str = "z0") -> tuple[torch.Tensor, StateSpec]:
 
 
 def _check_common(tol, max_iter, stop_mode, on_failure, trace):
-    iterate_checks = {"tol": tol, "max_iter": max_iter, "stop_mode": stop_mode}
+    check_float("tol", tol, minimum=0.0, strict_min=True)
+    check_int("max_iter", max_iter, minimum=1)
+    check_choice("stop_mode", stop_mode, STOP_MODES)
     check_choice("on_failure", on_failure, FAILURE_POLICIES)
     check_bool("trace", trace)
-    return iterate_checks
 
 
 def solve(
@@ -119,12 +125,15 @@ def fixed_point(
     on_failure: str = "warn",
     trace: bool = False,
     divergence_ratio: float = DEFAULTS["divergence_ratio"],
+    n_states: int = 1,
 ) -> tuple[Any, Solution]:
     """Differentiable fixed point: z* = f(z*) with gradients to everything f uses, never z0.
 
     Takes the arguments of :func:`solve` plus ``backward`` ("implicit", "phantom", "one_step",
-    "unrolled" or an object such as ``dk.Implicit(tol=1e-8)``). Gradients are recorded whenever
-    autograd is enabled (training or eval mode alike).
+    "unrolled" or an object such as ``dk.Implicit(tol=1e-8)`` or ``dk.Shine()``). Gradients are
+    recorded whenever autograd is enabled (training or eval mode alike). ``n_states=k > 1``
+    fills ``solution.states`` with k states along the solver path for
+    :func:`~deqkit.fixed_point_correction`; the last is the returned z itself.
 
     Returns:
         ``(z, solution)``: ``z`` has the structure of ``z0`` and carries the gradient.
@@ -141,10 +150,14 @@ def fixed_point(
     flat0, spec = _prepare(z0)
     device_type = flat0.device.type
     flat_f = _flat_map(f, spec, device_type)
+    points = sample_points(n_states, max_iter)
+    solver = make_solver(solver)
+    if getattr(strategy, "uses_inverse_jacobian", False):
+        solver = InverseRecorder(solver)
     record = torch.is_grad_enabled() and strategy.unrolls_solver
     with torch.set_grad_enabled(record), torch.autocast(device_type, enabled=False):
         sol = iterate(
-            make_solver(solver),
+            solver,
             flat_f,
             flat0,
             tol=tol,
@@ -152,14 +165,22 @@ def fixed_point(
             stop_mode=stop_mode,
             trace=trace,
             divergence_ratio=divergence_ratio,
+            sample_at=points[:-1],
         )
+    if isinstance(solver, InverseRecorder):
+        sol.extras["inverse_jacobian"] = solver.inverse(flat0)
     report_failure(sol, on_failure, "forward solve")
     z_flat = sol.z
-    if torch.is_grad_enabled() and not strategy.unrolls_solver:
-        with torch.autocast(device_type, enabled=False):
+    with torch.autocast(device_type, enabled=False):
+        if torch.is_grad_enabled() and not strategy.unrolls_solver:
             z_flat = strategy.attach(flat_f, sol.z, sol, on_failure)
+        if n_states > 1:
+            states = attach_states(strategy, flat_f, sol.states, z_flat, n_states, sol, on_failure)
+    z_out = spec.unflatten(z_flat)
+    if n_states > 1:
+        sol.states = [z_out if s is z_flat else spec.unflatten(s) for s in states]
     sol.z = spec.unflatten(sol.z.detach())
-    return spec.unflatten(z_flat), sol
+    return z_out, sol
 
 
 def _check_batch(z0: Any, x: Any) -> None:
@@ -181,10 +202,19 @@ class DEQ(nn.Module):
         backward: backward name or object (see :func:`fixed_point`).
         tol, max_iter, stop_mode, on_failure: as in :func:`solve`.
         eval_max_iter: iteration budget in eval mode (defaults to ``max_iter``).
-        init: optional module proposing z0 from x when the caller passes none.
+        init: optional module proposing z0 from x when the caller passes none (Skip-DEQ);
+            ``sol.skip_loss`` then holds the mean of (z0 − z*)² to train it.
+        n_states: k > 1 returns k states along the solver path in ``sol.states`` for
+            :func:`~deqkit.fixed_point_correction`; the last is z itself.
+        jac_reg_prob: in training mode, the probability per call of computing the Jacobian
+            penalty (:func:`~deqkit.jacobian_penalty` at z*) into ``sol.jac_loss`` (a zero
+            tensor when not drawn; None in eval mode, without grad, or when 0).
+        jac_reg_vecs: Hutchinson probe vectors for the penalty.
 
     The initial state, when ``z0`` is not given, is ``init(x)``, else ``cell.initial_state(x)``
-    if the cell defines it, else zeros shaped like ``x``.
+    if the cell defines it, else zeros shaped like ``x``. Each call resets the variational
+    dropout masks inside and evaluates normalised weights once (see :mod:`deqkit.norm`).
+    :meth:`pretrain` switches to an explicit weight-tied unroll.
 
     >>> import deqkit as dk
     >>> class Cell(torch.nn.Module):
@@ -212,20 +242,47 @@ class DEQ(nn.Module):
         on_failure: str = "warn",
         trace: bool = False,
         init: nn.Module | None = None,
+        n_states: int = 1,
+        jac_reg_prob: float = 0.0,
+        jac_reg_vecs: int = 1,
     ):
         super().__init__()
         if not callable(cell):
             raise TypeError(f"cell must be callable, got {type(cell).__name__}")
+        if init is not None and not callable(init):
+            raise TypeError(f"init must be callable, got {type(init).__name__}")
         self.cell = cell
         self.solver = make_solver(solver)
         self.backward = make_backward(backward)
         _check_common(tol, max_iter, stop_mode, on_failure, trace)
         if eval_max_iter is not None:
             check_int("eval_max_iter", eval_max_iter, minimum=1)
+        sample_points(n_states, min(max_iter, eval_max_iter or max_iter))
         self.tol, self.max_iter, self.stop_mode = float(tol), max_iter, stop_mode
         self.eval_max_iter = eval_max_iter
         self.on_failure, self.trace = on_failure, trace
         self.init = init
+        self.n_states = n_states
+        self.jac_reg_prob = check_float("jac_reg_prob", jac_reg_prob, minimum=0.0, maximum=1.0)
+        self.jac_reg_vecs = check_int("jac_reg_vecs", jac_reg_vecs, minimum=1)
+        self.pretrain_steps = 0
+
+    def pretrain(self, steps: int) -> DEQ:
+        """Unroll the cell ``steps`` times explicitly instead of solving (0: solve again).
+
+        Returns the layer itself, like ``.train()``.
+
+        >>> import deqkit as dk
+        >>> deq = dk.DEQ(lambda z, x: 0.5 * z + x).pretrain(3)
+        >>> z, sol = deq(torch.ones(1, 1))  # 0.5 * (0.5 * (0.5 * 0 + 1) + 1) + 1
+        >>> z.item(), sol.nfev
+        (1.75, 3)
+        """
+        check_int("steps", steps, minimum=0)
+        if steps:
+            sample_points(self.n_states, steps)
+        self.pretrain_steps = steps
+        return self
 
     def initial_state(self, x: Any) -> Any:
         if self.init is not None:
@@ -239,27 +296,60 @@ class DEQ(nn.Module):
         # same map at every solver iteration and in the backward.
         reset_dropout(self)
         with cached_weights(self):
+            proposed = z0 is None and self.init is not None
             if z0 is None:
                 z0 = self.initial_state(x)
             else:
                 _check_batch(z0, x)
-            budget = self.max_iter
-            if not self.training and self.eval_max_iter is not None:
-                budget = self.eval_max_iter
-            return fixed_point(
-                lambda z: self.cell(z, x, *args, **kwargs),
-                z0,
-                self.solver,
-                self.backward,
-                tol=self.tol,
-                max_iter=budget,
-                stop_mode=self.stop_mode,
-                on_failure=self.on_failure,
-                trace=self.trace,
-            )
+
+            def f(z):
+                return self.cell(z, x, *args, **kwargs)
+
+            if self.pretrain_steps:
+                z, sol = unroll(
+                    f, z0, self.pretrain_steps, tol=self.tol, stop_mode=self.stop_mode,
+                    n_states=self.n_states,
+                )  # fmt: skip
+            else:
+                budget = self.max_iter
+                if not self.training and self.eval_max_iter is not None:
+                    budget = self.eval_max_iter
+                z, sol = fixed_point(
+                    f,
+                    z0,
+                    self.solver,
+                    self.backward,
+                    tol=self.tol,
+                    max_iter=budget,
+                    stop_mode=self.stop_mode,
+                    on_failure=self.on_failure,
+                    trace=self.trace,
+                    n_states=self.n_states,
+                )
+            if proposed:
+                sol.skip_loss = skip_loss(z0, sol.z)
+            if self.jac_reg_prob > 0 and self.training and torch.is_grad_enabled():
+                draw = torch.rand(()).item() < self.jac_reg_prob
+                sol.jac_loss = (
+                    jacobian_penalty(f, sol.z, vecs=self.jac_reg_vecs)
+                    if draw
+                    else torch.zeros((), device=_device(sol.z))
+                )
+            return z, sol
 
     def extra_repr(self) -> str:
-        return (
+        text = (
             f"solver={self.solver}, backward={self.backward}, tol={self.tol:g}, "
             f"max_iter={self.max_iter}, stop_mode={self.stop_mode!r}"
         )
+        if self.n_states > 1:
+            text += f", n_states={self.n_states}"
+        if self.jac_reg_prob:
+            text += f", jac_reg_prob={self.jac_reg_prob:g}"
+        if self.pretrain_steps:
+            text += f", pretrain_steps={self.pretrain_steps}"
+        return text
+
+
+def _device(state: Any) -> torch.device:
+    return pytree.tree_leaves(state)[0].device
