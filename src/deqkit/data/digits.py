@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from .base import ImageSet, Splits
@@ -13,6 +17,21 @@ TEST_SIZE = 360
 _SPLIT_SEED = 0
 
 
+def _read_digits() -> tuple[np.ndarray, np.ndarray]:
+    # Reading sklearn's bundled CSV directly skips importing sklearn (seconds on a busy machine);
+    # if a future sklearn moves the file, its public loader gives the same array.
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            data = np.loadtxt(path, delimiter=",", dtype=np.float64)
+            return data[:, :-1], data[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    return bunch.data, bunch.target
+
+
 def load_digits() -> Splits:
     """The digits as (N, 1, 8, 8) images in [0, 1], split 1437/360 by a fixed seeded permutation.
 
@@ -22,12 +41,10 @@ def load_digits() -> Splits:
     >>> len(d.train), len(d.test), d.train.shape, float(d.train.images.max())
     (1437, 360, (1, 8, 8), 1.0)
     """
-    from sklearn.datasets import load_digits as sk_load_digits
-
-    bunch = sk_load_digits()
+    pixels, target = _read_digits()
     # sklearn stores intensities as counts 0..16 (4x4 blocks of a 32x32 bitmap).
-    images = torch.as_tensor(bunch.images, dtype=torch.float32).div_(16.0).unsqueeze(1)
-    labels = torch.as_tensor(bunch.target, dtype=torch.long)
+    images = torch.as_tensor(pixels, dtype=torch.float32).div_(16.0).view(-1, 1, 8, 8)
+    labels = torch.as_tensor(target, dtype=torch.long)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(_SPLIT_SEED))
     test, train = order[:TEST_SIZE], order[TEST_SIZE:]
     return Splits(
