@@ -42,8 +42,12 @@ def test_gradcheck_tanh_cell_tensor_state(solver):
     def run(x, W, U, b):
         f = lambda z: torch.tanh(z @ W.T + x @ U.T + b)  # noqa: E731
         z, _ = dk.fixed_point(
-            f, torch.zeros(3, 4, dtype=F64), _solver_for(solver), dk.Implicit(tol=1e-12),
-            tol=1e-12, max_iter=200,
+            f,
+            torch.zeros(3, 4, dtype=F64),
+            _solver_for(solver),
+            dk.Implicit(tol=1e-12),
+            tol=1e-12,
+            max_iter=200,
         )
         return z
 
@@ -79,8 +83,12 @@ def test_phantom_error_shrinks_with_steps(tanh_cell):
     def grads(backward):
         tanh_cell.zero_grad()
         z, _ = dk.fixed_point(
-            lambda z: tanh_cell(z, x), torch.zeros(6, 5, dtype=F64), "anderson", backward,
-            tol=1e-12, max_iter=100,
+            lambda z: tanh_cell(z, x),
+            torch.zeros(6, 5, dtype=F64),
+            "anderson",
+            backward,
+            tol=1e-12,
+            max_iter=100,
         )
         (z**2).sum().backward()
         return torch.cat([p.grad.flatten() for p in tanh_cell.parameters()])
@@ -120,8 +128,10 @@ def test_unknown_backward_is_rejected():
 def test_adjoint_failure_follows_policy(tanh_cell):
     x = torch.randn(2, 3, dtype=F64)
     z, _ = dk.fixed_point(
-        lambda z: tanh_cell(z, x), torch.zeros(2, 5, dtype=F64),
-        backward=dk.Implicit(tol=1e-14, max_iter=2, solver="fixed_point"), on_failure="raise",
+        lambda z: tanh_cell(z, x),
+        torch.zeros(2, 5, dtype=F64),
+        backward=dk.Implicit(tol=1e-14, max_iter=2, solver="fixed_point"),
+        on_failure="raise",
     )
     with pytest.raises(dk.SolverError, match="adjoint"):
         z.sum().backward()

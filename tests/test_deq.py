@@ -17,8 +17,12 @@ class Model(torch.nn.Module):
         super().__init__()
         self.inject = torch.nn.Linear(8, dim)
         self.deq = dk.DEQ(
-            TanhCell(dim=dim, in_dim=dim, dtype=torch.float32), "anderson", backward,
-            tol=1e-6, max_iter=max_iter, **kwargs,
+            TanhCell(dim=dim, in_dim=dim, dtype=torch.float32),
+            "anderson",
+            backward,
+            tol=1e-6,
+            max_iter=max_iter,
+            **kwargs,
         )
         self.head = torch.nn.Linear(dim, 3)
 
@@ -78,7 +82,9 @@ def test_implicit_gradient_equals_finite_difference_through_a_layer():
             cell.W[i, j] -= 2 * eps
             down = deq(x)[0].sin().sum()
             cell.W[i, j] += eps
-            assert cell.W.grad[i, j].item() == pytest.approx(((up - down) / (2 * eps)).item(), rel=1e-6)
+            assert cell.W.grad[i, j].item() == pytest.approx(
+                ((up - down) / (2 * eps)).item(), rel=1e-6
+            )
 
 
 def _saved_bytes(max_iter, backward):

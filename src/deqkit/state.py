@@ -64,9 +64,12 @@ class StateSpec:
         leaves, treespec = pytree.tree_flatten(state)
         if treespec != self.treespec:
             raise ValueError(
-                f"{what} must have the same structure as z: expected {self.treespec}, got {treespec}"
+                f"{what} must have the same structure as z: "
+                f"expected {self.treespec}, got {treespec}"
             )
-        for i, (leaf, shape, dtype) in enumerate(zip(leaves, self.shapes, self.dtypes, strict=True)):
+        for i, (leaf, shape, dtype) in enumerate(
+            zip(leaves, self.shapes, self.dtypes, strict=True)
+        ):
             if not isinstance(leaf, torch.Tensor):
                 raise TypeError(f"{what} leaf {i} must be a tensor, got {type(leaf).__name__}")
             if leaf.shape != shape:

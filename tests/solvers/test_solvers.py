@@ -78,7 +78,11 @@ def test_unstable_fixed_point_root_finders_converge_picard_does_not():
 
 def test_picard_divergence_is_reported_as_diverged():
     sol = dk.solve(
-        lambda z: -2.0 * z + 1.0, torch.zeros(2, 3), "fixed_point", max_iter=100, on_failure="ignore"
+        lambda z: -2.0 * z + 1.0,
+        torch.zeros(2, 3),
+        "fixed_point",
+        max_iter=100,
+        on_failure="ignore",
     )
     assert sol.status == dk.Status.DIVERGED
     assert sol.nstep.max() < 100
@@ -173,8 +177,11 @@ def test_anderson_singular_history_gives_no_nan():
     """Every residual is the same vector: the Gram matrix is rank one (exactly singular)."""
     direction = torch.ones(1, 4, dtype=F64)
     sol = dk.solve(
-        lambda z: z + direction, torch.zeros(1, 4, dtype=F64), dk.Anderson(m=4, lam=0.0),
-        max_iter=10, on_failure="ignore",
+        lambda z: z + direction,
+        torch.zeros(1, 4, dtype=F64),
+        dk.Anderson(m=4, lam=0.0),
+        max_iter=10,
+        on_failure="ignore",
     )
     assert torch.isfinite(sol.z).all() and torch.isfinite(sol.residual).all()
     assert sol.status in (dk.Status.MAX_ITER, dk.Status.DIVERGED)
@@ -235,7 +242,9 @@ def test_user_solver_plugs_into_the_interface():
             z_new = 0.5 * (z + fz)
             return z_new, evaluate(z_new), memory + 1
 
-    sol = dk.solve(lambda z: 0.5 * z + 1.0, torch.zeros(2, 2, dtype=F64), HalfStep(), tol=1e-10, max_iter=200)
+    sol = dk.solve(
+        lambda z: 0.5 * z + 1.0, torch.zeros(2, 2, dtype=F64), HalfStep(), tol=1e-10, max_iter=200
+    )
     assert sol.status == dk.Status.CONVERGED
     torch.testing.assert_close(sol.z, torch.full((2, 2), 2.0, dtype=F64))
 
@@ -279,7 +288,8 @@ def test_iterate_rejects_non_matrix():
 
 def test_residual_definition_matches_design():
     z = torch.tensor([[1.0, 1.0]], dtype=F64)
-    sol = dk.solve(lambda z: 0 * z + torch.tensor([3.0, 4.0], dtype=F64), z, max_iter=1,
-                   on_failure="ignore")
+    sol = dk.solve(
+        lambda z: 0 * z + torch.tensor([3.0, 4.0], dtype=F64), z, max_iter=1, on_failure="ignore"
+    )
     assert sol.abs_residual.item() == pytest.approx(math.hypot(2.0, 3.0))
     assert sol.rel_residual.item() == pytest.approx(math.hypot(2.0, 3.0) / 5.0)

@@ -27,7 +27,8 @@ def make_solver(spec: str | Solver) -> Solver:
             raise ValueError(f"unknown solver {spec!r}; choose one of {sorted(SOLVERS)}")
         return SOLVERS[spec]()
     raise TypeError(
-        f"solver must be a name {sorted(SOLVERS)} or a deqkit Solver object, got {type(spec).__name__}"
+        f"solver must be a name {sorted(SOLVERS)} or a deqkit Solver object, "
+        f"got {type(spec).__name__}"
     )
 
 

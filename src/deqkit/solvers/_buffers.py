@@ -17,7 +17,9 @@ def write_slot(buf: torch.Tensor, slot: int, value: torch.Tensor, dim: int = 1) 
     return buf
 
 
-def bounded_step_search(evaluate, z, fz, direction, active, max_halvings: int, armijo: float = 1e-4):
+def bounded_step_search(
+    evaluate, z, fz, direction, active, max_halvings: int, armijo: float = 1e-4
+):
     """Per-sample backtracking on ‖f(z) − z‖: halve a sample's step while it fails to decrease.
 
     Returns ``(z_new, fz_new)``. Each trial evaluates f on the whole batch (f may couple samples),

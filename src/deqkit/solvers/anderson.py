@@ -31,7 +31,8 @@ class Anderson(Solver):
 
     >>> import deqkit as dk
     >>> A = 0.9 * torch.eye(4)
-    >>> sol = dk.solve(lambda z: z @ A.T + 1.0, torch.zeros(1, 4), solver=dk.Anderson(m=3), tol=1e-8)
+    >>> f = lambda z: z @ A.T + 1.0
+    >>> sol = dk.solve(f, torch.zeros(1, 4), solver=dk.Anderson(m=3), tol=1e-8)
     >>> sol.status.name, round(sol.z[0, 0].item(), 5), sol.nfev < 10
     ('CONVERGED', 10.0, True)
     """

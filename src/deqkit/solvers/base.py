@@ -125,7 +125,9 @@ class SolverError(RuntimeError):
     def __init__(self, solution: Solution, what: str = "forward solve"):
         self.solution = solution
         self.status = solution.status
-        super().__init__(f"{what} ended with {solution.status.name}: {solution.status.message}; {solution!r}")
+        super().__init__(
+            f"{what} ended with {solution.status.name}: {solution.status.message}; {solution!r}"
+        )
 
 
 class Solver(abc.ABC):
@@ -139,7 +141,12 @@ class Solver(abc.ABC):
 
     @abc.abstractmethod
     def step(
-        self, evaluate: Evaluate, z: torch.Tensor, fz: torch.Tensor, memory: Any, active: torch.Tensor
+        self,
+        evaluate: Evaluate,
+        z: torch.Tensor,
+        fz: torch.Tensor,
+        memory: Any,
+        active: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Propose and evaluate the next iterate; return ``(z_new, f(z_new), memory)``.
 

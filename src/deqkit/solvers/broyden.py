@@ -70,7 +70,9 @@ class Broyden(Solver):
         g = fz - z
         direction = -self._inv_times(us, vs, k, g)
         if self.line_search:
-            z_new, fz_new = bounded_step_search(evaluate, z, fz, direction, active, self.max_halvings)
+            z_new, fz_new = bounded_step_search(
+                evaluate, z, fz, direction, active, self.max_halvings
+            )
         else:
             z_new = z + direction
             fz_new = evaluate(z_new)
@@ -79,7 +81,9 @@ class Broyden(Solver):
         v = self._times_inv(us, vs, k, dz)
         inv_dg = self._inv_times(us, vs, k, dg)
         denom = (v * dg).sum(dim=1, keepdim=True)
-        tiny = torch.finfo(z.dtype).eps * dz.norm(dim=1, keepdim=True) * dg.norm(dim=1, keepdim=True)
+        tiny = (
+            torch.finfo(z.dtype).eps * dz.norm(dim=1, keepdim=True) * dg.norm(dim=1, keepdim=True)
+        )
         usable = (denom.abs() > tiny) & torch.isfinite(denom)
         safe = torch.where(usable, denom, torch.ones_like(denom))
         u = torch.where(usable, (dz - inv_dg) / safe, torch.zeros_like(dz))

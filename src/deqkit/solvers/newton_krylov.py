@@ -30,7 +30,8 @@ class NewtonKrylov(Solver):
         jvp: "autodiff" (forward-mode, exact) or "finite_difference" (one extra f-call each).
 
     >>> import deqkit as dk
-    >>> sol = dk.solve(lambda z: -2.0 * z + 1.0, torch.zeros(2, 3), solver="newton_krylov", tol=1e-6)
+    >>> f = lambda z: -2.0 * z + 1.0
+    >>> sol = dk.solve(f, torch.zeros(2, 3), solver="newton_krylov", tol=1e-6)
     >>> sol.status.name, round(sol.z[0, 0].item(), 6)
     ('CONVERGED', 0.333333)
     """
@@ -94,7 +95,9 @@ class NewtonKrylov(Solver):
         direction = self._gmres(evaluate, z, fz, z - fz, active)
         direction = torch.nan_to_num(direction, nan=0.0, posinf=0.0, neginf=0.0)
         if self.line_search:
-            z_new, fz_new = bounded_step_search(evaluate, z, fz, direction, active, self.max_halvings)
+            z_new, fz_new = bounded_step_search(
+                evaluate, z, fz, direction, active, self.max_halvings
+            )
         else:
             z_new = z + direction
             fz_new = evaluate(z_new)
