@@ -76,7 +76,12 @@ def jacobian_penalty(
         for i in range(vecs):
             probe = torch.randn(fz.shape, generator=generator, dtype=fz.dtype, device=fz.device)
             (vjp,) = torch.autograd.grad(
-                fz, z_leaf, probe, create_graph=create_graph, retain_graph=i < vecs - 1
+                fz,
+                z_leaf,
+                probe,
+                create_graph=create_graph,
+                # the double-backward graph of the penalty reuses f's saved tensors
+                retain_graph=create_graph or i < vecs - 1,
             )
             total = total + vjp.square().sum(dim=1)
     per_sample = total / (vecs * fz.shape[1])
