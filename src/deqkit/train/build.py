@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import random
@@ -21,6 +22,7 @@ __all__ = [
     "build_scheduler",
     "lr_factor",
     "prepare_data",
+    "resume_scheduler",
     "seed_everything",
 ]
 
@@ -130,17 +132,21 @@ def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
 
 def build_scheduler(cfg: OptimConfig, optimizer, total_steps: int):
     """Linear warmup then cosine decay to 0 (or constant), stepped once per optimiser step."""
-    # A module-level function of plain values keeps the scheduler's state_dict weights_only-safe.
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _Factor(total_steps, cfg.warmup_steps, cfg.scheduler)
+    # A partial keeps its arguments out of __dict__, so the scheduler's state_dict holds only
+    # plain numbers (weights_only-safe) and a resumed run with more steps gets the new schedule.
+    factor = functools.partial(
+        lr_factor, total=total_steps, warmup=cfg.warmup_steps, kind=cfg.scheduler
     )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-@dataclass(frozen=True)
-class _Factor:
-    total: int
-    warmup: int
-    kind: str
-
-    def __call__(self, step: int) -> float:
-        return lr_factor(step, self.total, self.warmup, self.kind)
+def resume_scheduler(scheduler, state: dict) -> None:
+    """Load a scheduler's state, then set the learning rate that the *current* schedule gives
+    at the restored step (equal to the saved one unless the run's length changed)."""
+    scheduler.load_state_dict(state)
+    optimizer = scheduler.optimizer
+    for group, base, factor in zip(
+        optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]

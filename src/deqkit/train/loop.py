@@ -24,6 +24,7 @@ from .build import (
     build_scheduler,
     prepare_data,
     preprocess_state,
+    resume_scheduler,
     seed_everything,
 )
 from .checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -130,7 +131,7 @@ def train(
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        resume_scheduler(scheduler, state["scheduler"])
         rng = state.get("rng") or []
         if len(rng) == env.world:
             restore_rng(rng[env.rank])

@@ -1,0 +1,85 @@
+"""The ``deqkit`` command, called in-process: train, eval, plot, recipes and its error messages."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from deqkit.cli import main
+
+TINY = os.path.join(os.path.dirname(__file__), "train")
+
+
+@pytest.fixture
+def tiny(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(TINY)
+    torch.set_num_threads(1)  # tiny convolutions: one thread beats two on a busy machine
+    import tiny_model
+
+    return tiny_model.write_recipe(tmp_path / "tiny.yaml")
+
+
+def test_train_eval_plot(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", tiny, "--out", str(out), "--no-progress", "--set", "train.steps=2"]
+    assert main(args + ["--set", "train.checkpoint_every=0"]) == 0
+    printed = capsys.readouterr().out
+    assert f"run directory: {out}" in printed and '"step": 2' in printed
+    assert (out / "checkpoint.pt").is_file()
+
+    assert main(["eval", str(out / "checkpoint.pt"), "--set", "deq.max_iter=3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["max_iter"] == 3 and result["fwd_nstep"] <= 3 and result["n"] == 360
+    assert main(["eval", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("test accuracy ")
+
+    assert main(["plot", str(out)]) == 0
+    names = sorted(os.path.basename(p) for p in capsys.readouterr().out.split())
+    assert names == ["residuals.png", "solver.png", "training.png"]
+    for name in names:
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+    # Extending a finished run: resume from step 2 up to 3 on the new 3-step schedule
+    # (1 warmup step, then cosine: factor 0.5 at step index 2), not the old one's lr 0.
+    assert main(args[:-1] + ["train.steps=3", "--resume"]) == 0
+    assert '"step": 3' in capsys.readouterr().out
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-2])
+    assert (last["kind"], last["step"]) == ("train", 3)
+    assert last["lr"] == pytest.approx(0.5e-2)
+
+
+def test_recipes_lists_names_with_descriptions(capsys):
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    digits = [line for line in lines if line.startswith("mdeq-digits ")]
+    assert len(digits) == 1 and len(digits[0].split(None, 1)) == 2  # name and description
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--set", "optim.lrate=1"], "unknown override key 'optim.lrate'; valid optim keys: ["),
+        (["--set", "data.name=mnist", "--set", "data.root=/no/such/dir"], "does not exist"),
+        (["--set", "deq.solver=newton"], "deq.solver must be one of"),
+        (["--resume"], "checkpoint.pt does not exist"),
+    ],
+)
+def test_user_errors_are_one_clear_line(tiny, tmp_path, capsys, extra, message):
+    code = main(["train", tiny, "--out", str(tmp_path / "r"), "--no-progress", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("deqkit: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_unknown_recipe_and_corrupt_checkpoint(tmp_path, capsys):
+    assert main(["train", "mdeq-imagenet"]) == 2
+    assert "unknown recipe 'mdeq-imagenet'" in capsys.readouterr().err
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"PK\x03\x04 half a zip file")
+    assert main(["eval", str(bad)]) == 2
+    assert "truncated, corrupt or not a torch checkpoint" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "has no metrics.jsonl" in capsys.readouterr().err
