@@ -135,3 +135,11 @@ def test_adjoint_failure_follows_policy(tanh_cell):
     )
     with pytest.raises(dk.SolverError, match="adjoint"):
         z.sum().backward()
+
+
+def test_citation_follows_the_configuration():
+    deq = dk.DEQ(TanhCell(), solver="anderson", backward="one_step")
+    text = dk.citation(deq)
+    assert "bai2019deep" in text and "walker2011anderson" in text and "fung2022jfb" in text
+    assert "broyden1965class" not in text
+    assert text.count("@") == 3

@@ -8,6 +8,7 @@ True
 
 from .backward import DEQWarning, Implicit, OneStep, Phantom, Unrolled
 from .cache import FixedPointCache
+from .citation import citation
 from .deq import DEQ, fixed_point, solve
 from .dropout import (
     VariationalDropout,
@@ -54,6 +55,7 @@ __all__ = [
     "VariationalDropoutToken",
     "apply_norm",
     "cached_weights",
+    "citation",
     "fixed_point",
     "fixed_point_correction",
     "jacobian_penalty",
