@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import jax
 import jax.numpy as jnp
 
 from ..._validate import check_float, check_int
@@ -68,7 +69,10 @@ class Anderson(Solver):
         shift = jnp.where(valid[None, :], self.lam * scale[:, None], 1.0)
         system = jnp.where(both[None], gram, 0.0) + eye[None] * shift[:, None, :]
         ones = jnp.broadcast_to(valid.astype(gram.dtype), (gram.shape[0], self.m))
-        y = jnp.linalg.solve(system, ones[..., None])[..., 0]
+        # Plain pivoted LU like torch's solve_ex (jnp.linalg.solve adds a custom_linear_solve
+        # wrapper that costs tracing time and is not needed here).
+        lu, pivots, _ = jax.lax.linalg.lu(system)
+        y = jax.scipy.linalg.lu_solve((lu, pivots), ones[..., None])[..., 0]
         total = y.sum(axis=1, keepdims=True)
         alpha = y / total
         ok = jnp.all(jnp.isfinite(alpha), axis=1) & (jnp.abs(total[:, 0]) > 0)

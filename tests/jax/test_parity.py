@@ -1,0 +1,76 @@
+"""The same cell with the same weights in torch and JAX: same z*, nstep, nfev and gradients."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import deqkit as dk
+import deqkit.jax as dkj
+
+# (forward solver, adjoint solver, stop_mode): every solver runs forward and backward once.
+CASES = {
+    "fixed_point": (dk.FixedPoint(), "anderson", "abs"),
+    "anderson": (dk.Anderson(m=5), "broyden", "rel"),
+    "broyden": (dk.Broyden(line_search=True), "fixed_point", "rel"),
+    "newton_krylov": (dk.NewtonKrylov(krylov_dim=6), "newton_krylov", "rel"),
+}
+OPTS = {"tol": 1e-12, "max_iter": 100}
+BACK = {"tol": 1e-13, "max_iter": 100}
+
+
+def torch_run(solver, adjoint, W, U, b, x, stop_mode):
+    params = [torch.tensor(a, requires_grad=True) for a in (W, U, b)]
+    tx = torch.tensor(x)
+
+    def f(z):
+        return torch.tanh(z @ params[0].T + tx @ params[1].T + params[2])
+
+    z0 = torch.zeros(x.shape[0], W.shape[0], dtype=torch.float64)
+    z, sol = dk.fixed_point(
+        f, z0, solver, dk.Implicit(solver=adjoint, **BACK), stop_mode=stop_mode, trace=True, **OPTS
+    )
+    (z**2).sum().backward()
+    return sol, [p.grad.numpy() for p in params]
+
+
+def jax_loss(solver, adjoint, x, stop_mode):
+    # The torch options object is handed to JAX as is: one configuration serves both backends.
+    def loss(params):
+        W, U, b = params
+        z0 = jnp.zeros((x.shape[0], W.shape[0]))
+        z, sol = dkj.fixed_point(
+            lambda z: jnp.tanh(z @ W.T + x @ U.T + b),
+            z0,
+            solver,
+            dkj.Implicit(solver=adjoint, **BACK),
+            stop_mode=stop_mode,
+            trace=True,
+            **OPTS,
+        )
+        return (z**2).sum(), sol
+
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_torch_and_jax_agree(name, weights):
+    W, U, b, x = weights
+    solver, adjoint, stop_mode = CASES[name]
+    tsol, tgrads = torch_run(solver, adjoint, W, U, b, x, stop_mode)
+    run = jax_loss(solver, adjoint, jnp.asarray(x), stop_mode)
+    (_, jsol), jgrads = run(tuple(map(jnp.asarray, (W, U, b))))
+    assert int(jsol.status) == dkj.Status.CONVERGED == tsol.status
+    np.testing.assert_allclose(np.asarray(jsol.z), tsol.z.numpy(), rtol=0, atol=1e-10)
+    assert np.abs(np.asarray(jsol.nstep) - tsol.nstep.numpy()).max() <= 1
+    assert abs(int(jsol.nfev) - tsol.nfev) <= 1
+    steps = int(tsol.nstep.max())
+    trace = np.asarray(jsol.trace)
+    np.testing.assert_allclose(trace[:, :steps], tsol.trace.numpy(), rtol=1e-6, atol=1e-14)
+    assert np.isnan(trace[:, steps:]).all()
+    np.testing.assert_allclose(np.asarray(jsol.abs_residual), tsol.abs_residual.numpy(), atol=1e-14)
+    for jg, tg in zip(jgrads, tgrads, strict=True):
+        np.testing.assert_allclose(np.asarray(jg), tg, rtol=1e-8, atol=1e-10)
