@@ -74,3 +74,19 @@ def test_evaluate_checkpoint_with_capped_solver(full_run):
     capped = evaluate_checkpoint(run / "checkpoint.pt", ["deq.max_iter=2"])
     assert capped["max_iter"] == 2 and capped["fwd_nstep"] <= 2
     assert capped["fwd_residual"] > result["fwd_residual"]
+
+
+def test_unrolled_pretraining_then_solving(tmp_path):
+    import tiny_model
+
+    recipe = tiny_model.write_recipe(
+        tmp_path / "tiny.yaml",
+        train={"steps": 3, "pretrain_steps": 2, "pretrain_unroll": 3, "eval_every": 0},
+    )
+    train(load_config(recipe), tmp_path / "run", progress=False)
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl", "train")
+    assert [r.get("pretrain", False) for r in records] == [True, True, False]
+    assert [r["fwd_nstep"] for r in records[:2]] == [3.0, 3.0]
+    assert "bwd_nstep" not in records[0] and "bwd_nstep" in records[2]  # no adjoint when unrolled
+    final = read_metrics(tmp_path / "run" / "metrics.jsonl", "eval")[-1]
+    assert final["fwd_nstep"] > 3  # evaluated by solving again (tol 1e-3 takes ~7 iterations)

@@ -218,6 +218,9 @@ class OptimConfig:
 class TrainConfig:
     """Run length, evaluation/checkpoint/log cadence, seed, device and unrolled pretraining.
 
+    The first ``pretrain_steps`` optimiser steps train every DEQ layer as an explicit
+    weight-tied unroll of ``pretrain_unroll`` cell applications (default: ``deq.max_iter``).
+
     >>> TrainConfig(steps=100, eval_every=0).eval_every
     0
     """
@@ -228,10 +231,17 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     pretrain_steps: int = 0
+    pretrain_unroll: int | None = None
     device: str = "auto"
 
     def __post_init__(self):
         _set(self, "steps", _number("train.steps", self.steps, int, 1))
+        if self.pretrain_unroll is not None:
+            _set(
+                self,
+                "pretrain_unroll",
+                _number("train.pretrain_unroll", self.pretrain_unroll, int, 1),
+            )
         for key in ("eval_every", "checkpoint_every", "pretrain_steps", "seed"):
             _set(self, key, _number(f"train.{key}", getattr(self, key), int, 0))
         _set(self, "log_every", _number("train.log_every", self.log_every, int, 1))

@@ -30,7 +30,7 @@ from .build import (
 from .checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .config import Config
 from .distributed import DistEnv, all_gather_objects, all_reduce_sum, replica_spread
-from .evaluate import evaluate, residual_trace, solution_stats
+from .evaluate import deq_layers, evaluate, residual_trace, solution_stats
 from .logging import MetricsLog
 
 __all__ = ["train"]
@@ -141,11 +141,8 @@ def train(
     elif env.distributed:
         # Model init is identical on all ranks; the dropout streams must not be.
         torch.manual_seed(seed + 104729 * env.rank)
-    if cfg.train.pretrain_steps and env.is_main:
-        warnings.warn(
-            "train.pretrain_steps is not supported by this deqkit version yet; ignored",
-            stacklevel=2,
-        )
+    layers = deq_layers(model)
+    unroll = cfg.train.pretrain_unroll or cfg.deq.max_iter
     log = MetricsLog(out / "metrics.jsonl")
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -205,6 +202,10 @@ def train(
                 bar.close()
                 return {}
             tic = time.perf_counter()
+            # The mode follows from the step alone, so a resumed run picks the same one.
+            pretraining = step < cfg.train.pretrain_steps
+            for layer in layers:
+                layer.pretrain(unroll if pretraining else 0)
             index = train_batch_indices(
                 len(data.train), cfg.data.batch_size, step, seed, env.rank, env.world
             )
@@ -228,6 +229,8 @@ def train(
                 if key in record:
                     totals[key] = totals.get(key, 0.0) + record[key]
             done = step + 1
+            if pretraining:
+                record["pretrain"] = True
             if env.is_main:
                 log.write(kind="train", step=done, lr=lr, time=elapsed, **record)
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
@@ -241,6 +244,9 @@ def train(
                 checkpoint(done)
     bar.close()
     final_step = cfg.train.steps
+    if cfg.train.pretrain_steps < final_step:
+        for layer in layers:
+            layer.pretrain(0)
     if start < final_step and not (
         cfg.train.checkpoint_every and final_step % cfg.train.checkpoint_every == 0
     ):
