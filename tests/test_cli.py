@@ -83,3 +83,12 @@ def test_unknown_recipe_and_corrupt_checkpoint(tmp_path, capsys):
     assert "truncated, corrupt or not a torch checkpoint" in capsys.readouterr().err
     assert main(["plot", str(tmp_path)]) == 2
     assert "has no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_resume_with_a_different_model_is_a_clear_error(tiny, tmp_path, capsys):
+    out = str(tmp_path / "r")
+    base = ["train", tiny, "--out", out, "--no-progress", "--set", "train.steps=1"]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main(base + ["--set", "model.channels=6", "--resume"]) == 2
+    assert "holds a different model than this recipe builds" in capsys.readouterr().err

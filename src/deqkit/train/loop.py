@@ -129,8 +129,14 @@ def train(
     scheduler = build_scheduler(cfg.optim, optimizer, cfg.train.steps)
     start = 0
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(
+                f"--resume: {ckpt_path} holds a different model than this recipe builds "
+                f"({str(exc).splitlines()[0]}); use another --out or the original recipe"
+            ) from None
         resume_scheduler(scheduler, state["scheduler"])
         rng = state.get("rng") or []
         if len(rng) == env.world:
