@@ -31,6 +31,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest src/deqkit tests -m 'not slow' -x
 
 bench: $(STAMP)
+	$(PY) -m pip install -q torchdeq==0.1.0 --no-deps
 	$(PY) benchmarks/run.py
 
 lint: $(STAMP)
