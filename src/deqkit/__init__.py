@@ -6,7 +6,7 @@
 True
 """
 
-from .backward import DEQWarning, Implicit, OneStep, Phantom, Unrolled
+from .backward import DEQWarning, Implicit, OneStep, Phantom, Shine, Unrolled
 from .cache import FixedPointCache
 from .citation import citation
 from .deq import DEQ, fixed_point, solve
@@ -19,7 +19,6 @@ from .dropout import (
 from .losses import fixed_point_correction
 from .norm import apply_norm, cached_weights, remove_norm
 from .regularize import jacobian_penalty, spectral_radius
-from .shine import Shine
 from .solvers import (
     Anderson,
     Broyden,

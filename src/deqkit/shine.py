@@ -6,22 +6,20 @@ J_g⁻¹ ≈ −I + U Vᵀ for g(z) = f(z) − z, so the implicit gradient u = (
 approximated by u ≈ −(J_g⁻¹)ᵀ a = a − V (Uᵀ a) at the cost of two small matrix products.
 
 :class:`InverseRecorder` wraps a :class:`~deqkit.Broyden` solver to keep its memory after the
-solve; a sample that stops early keeps the estimate it had when it stopped (later proposals for
-a frozen sample are not evaluated at the proposal, so their secant pairs would be wrong).
+solve (``fixed_point`` does this when the backward is :class:`~deqkit.Shine`). A sample that
+stops early keeps the estimate it had when it stopped: later proposals for a frozen sample are
+not evaluated at the proposal, so their secant pairs would be wrong.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
-from ._validate import check_int
-from .backward import Backward
 from .solvers import Broyden, Solver
 
-__all__ = ["BroydenInverse", "InverseRecorder", "Shine"]
+__all__ = ["BroydenInverse", "InverseRecorder"]
 
 
 @dataclass(frozen=True)
@@ -94,59 +92,3 @@ class InverseRecorder(Solver):
         us, vs = self._frozen if self._frozen is not None else self._memory[:2]
         used = min(self._memory[2], self.inner.memory)
         return BroydenInverse(us[:, :used].detach(), vs[:, :used].detach())
-
-
-@dataclass(frozen=True)
-class Shine(Backward):
-    """SHINE backward: the implicit gradient from the forward Broyden inverse estimate.
-
-    No adjoint solve: the incoming gradient a becomes u = a − V (Uᵀ a) with the forward solve's
-    low-rank J_g⁻¹ ≈ −I + U Vᵀ. Needs the ``"broyden"`` forward solver. The estimate is only as
-    good as Broyden's secant information along the forward path; ``refine`` fixed-point steps
-    u ← a + Jᵀu (one vector–Jacobian product each) started from it close the gap.
-
-    Args:
-        refine: adjoint fixed-point steps applied after the SHINE estimate (0: pure SHINE).
-
-    >>> import deqkit as dk
-    >>> w = torch.tensor(0.5, requires_grad=True)
-    >>> z, sol = dk.fixed_point(lambda z: w * z + 1.0, torch.zeros(1, 1), solver="broyden",
-    ...                         backward=dk.Shine(), tol=1e-8)
-    >>> z.sum().backward()
-    >>> round(w.grad.item(), 3)  # exact: 1 / (1 - w)^2 = 4
-    4.0
-    """
-
-    refine: int = 0
-    name: ClassVar[str] = "shine"
-    uses_inverse_jacobian: ClassVar[bool] = True
-
-    def __post_init__(self):
-        check_int("Shine.refine", self.refine, minimum=0)
-
-    def attach(self, f, z_star, solution, on_failure):
-        inverse = solution.extras.get("inverse_jacobian")
-        if not isinstance(inverse, BroydenInverse):
-            raise ValueError(
-                "Shine needs the forward Broyden inverse estimate in solution.extras; use it "
-                "through fixed_point or DEQ with solver='broyden'"
-            )
-        z_leaf = z_star.detach().requires_grad_()
-        fz = f(z_leaf)
-        if not fz.requires_grad:
-            return fz
-
-        def adjoint(grad: torch.Tensor | None) -> torch.Tensor | None:
-            if grad is None:
-                return None
-            with torch.no_grad():
-                u = inverse.adjoint(grad)
-                for _ in range(self.refine):
-                    (vjp,) = torch.autograd.grad(fz, z_leaf, u, retain_graph=True)
-                    u = grad + vjp
-            return u
-
-        # As in Implicit: the hook sits on an alias so refinement VJPs never re-enter it.
-        out = fz.view_as(fz)
-        out.register_hook(adjoint)
-        return out
