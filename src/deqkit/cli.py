@@ -46,11 +46,13 @@ def _cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(
-            f"{result['split']} accuracy {result['acc']:.4f}  loss {result['loss']:.4f}  "
-            f"mean forward steps {result['fwd_nstep']:.2f} (max_iter {result['max_iter']})  "
-            f"converged {result['fwd_converged']:.3f}  n={result['n']}  step {result['step']}"
-        )
+        text = f"{result['split']} accuracy {result['acc']:.4f}  loss {result['loss']:.4f}  "
+        if "fwd_nstep" in result:
+            text += (
+                f"mean forward steps {result['fwd_nstep']:.2f} (max_iter {result['max_iter']})  "
+                f"converged {result['fwd_converged']:.3f}  "
+            )
+        print(text + f"n={result['n']}  step {result['step']}")
     return 0
 
 

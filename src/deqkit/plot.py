@@ -39,7 +39,12 @@ def _curves(ax, train, evals, key, label):
     ax.set_xlabel("step")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
-    ax.legend()
+    _legend(ax)
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
@@ -92,7 +97,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend()
+        _legend(ax)
     fig.suptitle(f"{run.name}: solver statistics over training")
     fig.tight_layout()
     written.append(run / "solver.png")

@@ -90,3 +90,19 @@ def test_unrolled_pretraining_then_solving(tmp_path):
     assert "bwd_nstep" not in records[0] and "bwd_nstep" in records[2]  # no adjoint when unrolled
     final = read_metrics(tmp_path / "run" / "metrics.jsonl", "eval")[-1]
     assert final["fwd_nstep"] > 3  # evaluated by solving again (tol 1e-3 takes ~7 iterations)
+
+
+def test_model_without_a_deq_layer(tmp_path):
+    import tiny_model
+
+    recipe = tiny_model.write_recipe(
+        tmp_path / "mlp.yaml", model={"name": "tiny_model:build_mlp"}, train={"steps": 2}
+    )
+    summary = train(load_config(recipe), tmp_path / "run", progress=False)
+    assert "test_fwd_nstep" not in summary and "mean_fwd_nstep" not in summary
+    record = read_metrics(tmp_path / "run" / "metrics.jsonl", "train")[0]
+    assert "fwd_nstep" not in record and record["loss"] > 0
+    assert json.loads((tmp_path / "run" / "trace.json").read_text()) == {}
+    from deqkit.plot import plot_run
+
+    assert [p.name for p in plot_run(tmp_path / "run")] == ["training.png", "solver.png"]

@@ -76,3 +76,23 @@ def write_recipe(path, **sections) -> str:
     with open(path, "w") as fh:
         yaml.safe_dump(raw, fh)
     return str(path)
+
+
+def build_mlp(model_cfg: dict, deq_cfg: dict, data_info: dict) -> nn.Module:
+    """A model without a DEQ layer: the loop must accept ``(logits, None)``."""
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            size = data_info["in_channels"] * data_info["image_size"] ** 2
+            self.net = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(size, 64),
+                nn.ReLU(),
+                nn.Linear(64, data_info["num_classes"]),
+            )
+
+        def forward(self, x):
+            return self.net(x), None
+
+    return MLP()

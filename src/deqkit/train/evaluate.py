@@ -48,8 +48,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Loss, accuracy and mean forward solver steps/residual over ``images`` (all ranks' shares).
 
-    Returns a dict with ``loss``, ``acc``, ``fwd_nstep``, ``fwd_residual``, ``fwd_converged``
-    and ``n`` (examples scored).
+    Returns a dict with ``loss``, ``acc``, ``n`` (examples scored) and, for a model with a DEQ
+    layer, ``fwd_nstep``, ``fwd_residual`` and ``fwd_converged``.
     """
     env = env or DistEnv()
     was_training = model.training
@@ -77,14 +77,10 @@ def evaluate(
     model.train(was_training)
     loss, correct, n, nstep, res, conv = all_reduce_sum(sums, env).tolist()
     n = max(n, 1.0)
-    return {
-        "loss": loss / n,
-        "acc": correct / n,
-        "fwd_nstep": nstep / n,
-        "fwd_residual": res / n,
-        "fwd_converged": conv / n,
-        "n": int(n),
-    }
+    metrics = {"loss": loss / n, "acc": correct / n, "n": int(n)}
+    if deq_layers(model):
+        metrics.update(fwd_nstep=nstep / n, fwd_residual=res / n, fwd_converged=conv / n)
+    return metrics
 
 
 @torch.no_grad()

@@ -275,7 +275,7 @@ def train(
         "step": final_step,
         "test_acc": test["acc"],
         "test_loss": test["loss"],
-        "test_fwd_nstep": test["fwd_nstep"],
+        **({"test_fwd_nstep": test["fwd_nstep"]} if "fwd_nstep" in test else {}),
         "train_seconds": totals["time"],
         "seconds_per_step": totals["time"] / n,
         "world_size": env.world,
