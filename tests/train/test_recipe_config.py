@@ -118,3 +118,13 @@ def test_invalid_yaml(tmp_path):
     path.write_text("model: {name: [unclosed\n")
     with pytest.raises(ValueError, match="not valid YAML"):
         load_config(path)
+
+
+def test_every_shipped_recipe_validates():
+    from deqkit.zoo import recipe_paths
+
+    paths = recipe_paths()
+    assert "mdeq-digits" in paths
+    for name, path in paths.items():
+        cfg = load_config(path)
+        assert cfg.description, f"recipe {name} has no description for `deqkit recipes`"
