@@ -15,6 +15,7 @@ __all__ = [
     "all_gather_objects",
     "all_reduce_sum",
     "init_distributed",
+    "pick_device",
     "replica_spread",
 ]
 
@@ -49,7 +50,8 @@ class DistEnv:
             dist.destroy_process_group()
 
 
-def _pick_device(requested: str, local_rank: int) -> torch.device:
+def pick_device(requested: str, local_rank: int = 0) -> torch.device:
+    """``train.device`` ("auto", "cpu", "cuda") -> the device this process uses."""
     if requested == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device is 'cuda' but no CUDA device is available")
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
@@ -66,7 +68,7 @@ def init_distributed(device: str = "auto") -> DistEnv:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _pick_device(device, local_rank)
+    dev = pick_device(device, local_rank)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(minutes=10))

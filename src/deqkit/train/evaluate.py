@@ -14,7 +14,7 @@ from ..data import ImageSet, Preprocess, eval_batches
 from .build import build_model, prepare_data
 from .checkpoint import load_checkpoint
 from .config import Config, apply_overrides
-from .distributed import DistEnv, all_reduce_sum
+from .distributed import DistEnv, all_reduce_sum, pick_device
 
 __all__ = ["deq_layers", "evaluate", "evaluate_checkpoint", "residual_trace", "solution_stats"]
 
@@ -149,7 +149,8 @@ def evaluate_checkpoint(
     if split not in sets or sets[split] is None:
         valid = [k for k, v in sets.items() if v is not None]
         raise ValueError(f"split must be one of {valid}, got {split!r}")
-    model = build_model(cfg, data.info)
+    env = DistEnv(device=pick_device(cfg.train.device))
+    model = build_model(cfg, data.info).to(env.device)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
@@ -157,6 +158,6 @@ def evaluate_checkpoint(
             f"checkpoint {path} does not fit the model built from its config with overrides "
             f"{list(overrides)}: {str(exc).splitlines()[0]}"
         ) from None
-    metrics = evaluate(model, sets[split], data.preprocess, cfg.data.eval_batch_size)
+    metrics = evaluate(model, sets[split], data.preprocess, cfg.data.eval_batch_size, env)
     eval_budget = cfg.deq.eval_max_iter or cfg.deq.max_iter
     return {"split": split, "step": state["step"], "max_iter": eval_budget, **metrics}
