@@ -92,3 +92,14 @@ def test_resume_with_a_different_model_is_a_clear_error(tiny, tmp_path, capsys):
     capsys.readouterr()
     assert main(base + ["--set", "model.channels=6", "--resume"]) == 2
     assert "holds a different model than this recipe builds" in capsys.readouterr().err
+
+
+def test_a_few_steps_of_the_shipped_digits_recipe(tmp_path, capsys):
+    torch.set_num_threads(1)
+    out = tmp_path / "mdeq"
+    sets = ["train.steps=2", "train.eval_every=0", "data.batch_size=16", "data.eval_batch_size=360"]
+    args = ["train", "mdeq-digits", "--out", str(out), "--no-progress"]
+    assert main(args + [x for s in sets for x in ("--set", s)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["step"] == 2 and 0 < summary["mean_fwd_nstep"] <= 8
+    assert 0.0 <= summary["test_acc"] <= 1.0 and "mean_bwd_nstep" in summary

@@ -45,7 +45,7 @@ def test_run_directory_contents(full_run):
     assert summary["test_acc"] == evals[-1]["acc"]
     assert json.loads((run / "summary.json").read_text()) == summary
     trace = json.loads((run / "trace.json").read_text())
-    assert len(trace["trace"]) == 360 and trace["tol"] == pytest.approx(1e-3)
+    assert len(trace["trace"]) == 64 and trace["tol"] == pytest.approx(1e-3)
     # A trace row starts at the first residual and ends at the sample's final one.
     assert all(row[n - 1] <= row[0] for row, n in zip(trace["trace"], trace["nstep"], strict=True))
     state = load_checkpoint(run / "checkpoint.pt")

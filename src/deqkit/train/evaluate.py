@@ -85,9 +85,14 @@ def evaluate(
 
 @torch.no_grad()
 def residual_trace(
-    model: nn.Module, images: ImageSet, prep: Preprocess, batch_size: int, device=None
+    model: nn.Module,
+    images: ImageSet,
+    prep: Preprocess,
+    batch_size: int,
+    device=None,
+    max_samples: int = 64,
 ) -> dict:
-    """Per-iteration forward residuals of every sample in the first evaluation batch.
+    """Per-iteration forward residuals of the first evaluation batch (at most ``max_samples``).
 
     Returns ``{"trace": [[...] per sample], "tol", "stop_mode", "nstep"}``, or ``{}`` when the
     model has no DEQ layer. Iterations past a sample's stop repeat its last residual.
@@ -95,7 +100,7 @@ def residual_trace(
     layers = deq_layers(model)
     if not layers:
         return {}
-    index = next(iter(eval_batches(len(images), batch_size)))
+    index = next(iter(eval_batches(len(images), min(batch_size, max_samples))))
     x, _ = images.batch(index)
     x = prep(x)
     if device is not None:
