@@ -86,3 +86,16 @@ def test_new_batch_size_draws_new_mask_and_errors():
         dk.VariationalDropout(0.1, shared_dims=(3,))(torch.ones(2, 3))
     with pytest.raises(ValueError, match="B, C"):
         dk.VariationalDropout2d(0.1)(torch.ones(2, 3))
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_mask_follows_input_device_and_dtype(device, dtype):
+    for drop in (dk.VariationalDropout(0.3), dk.VariationalDropout2d(0.3)):
+        x = torch.ones(2, 3, 4, 4, device=device, dtype=dtype)
+        out = drop(x)
+        assert out.dtype == dtype and out.device.type == device
+        assert drop._mask.dtype == dtype and drop._mask.device.type == device
