@@ -11,7 +11,7 @@ from jax.test_util import check_grads
 
 import deqkit.jax as dkj
 
-TIGHT = {"tol": 1e-12, "max_iter": 100, "on_failure": "raise"}
+TIGHT = {"tol": 1e-12, "max_iter": 40, "on_failure": "raise"}
 
 
 def cell(params, x):
@@ -26,7 +26,7 @@ def as_jax(weights):
 
 @pytest.mark.parametrize(
     "backward",
-    [dkj.Implicit(tol=1e-12, max_iter=100), dkj.Unrolled()],
+    [dkj.Implicit(tol=1e-12, max_iter=40), dkj.Unrolled()],
     ids=["implicit", "unrolled"],
 )
 def test_check_grads_float64(backward, weights):
@@ -64,11 +64,6 @@ def test_phantom_and_one_step_match_their_definitions(weights):
         want = by_hand(params, steps, damping)
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
-    # Many undamped phantom steps approach the exact implicit gradient for a contraction.
-    exact = deq(params, dkj.Implicit(tol=1e-12, max_iter=100))
-    phantom = deq(params, dkj.Phantom(steps=60))
-    for g, w in zip(phantom, exact, strict=True):
-        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("backward", ["implicit", "phantom", "one_step", "unrolled"])

@@ -284,14 +284,15 @@ def report_failure(solution: Solution, on_failure: str, what: str) -> None:
         _apply(solution, on_failure, what)
 
 
-def _apply(solution: Solution, on_failure: str, what: str) -> None:
+def _apply(solution: Solution, on_failure: str, what: str, stable: bool = False) -> None:
     if on_failure == "raise":
         raise SolverError(solution, what)
     status = Status(int(solution.status))
+    # A jitted training loop reports from the host on every step; a message without the
+    # per-call numbers lets Python's warning filter show it once instead of on every step.
+    detail = "the returned Solution has the numbers" if stable else repr(solution)
     warnings.warn(
-        f"{what} ended with {status.name}: {status.message}; {solution!r}",
-        DEQWarning,
-        stacklevel=4,
+        f"{what} ended with {status.name}: {status.message}; {detail}", DEQWarning, stacklevel=4
     )
 
 
@@ -312,4 +313,4 @@ def _host_report(stop_mode, tol, on_failure, what, status, converged, nstep, res
         stop_mode=stop_mode,
         tol=tol,
     )
-    _apply(sol, on_failure, what)
+    _apply(sol, on_failure, what, stable=True)
