@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import SOLVER_NAMES, TanhCell, make_linear
+from problems import SOLVER_NAMES, TanhCell, make_linear
 
 import deqkit as dk
 

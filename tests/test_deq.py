@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import TanhCell
+from problems import TanhCell
 
 import deqkit as dk
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import TanhCell
+from problems import TanhCell
 
 import deqkit as dk
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import SOLVER_NAMES, make_linear
+from problems import SOLVER_NAMES, make_linear
 
 import deqkit as dk
 from deqkit.solvers import SOLVERS, iterate, make_solver
@@ -207,7 +207,7 @@ def test_bfloat16_state_solves_in_float32(solver):
 def test_broyden_memory_does_not_grow_with_max_iter():
     solver = dk.Broyden(memory=7)
     z = torch.zeros(2, 5)
-    us, vs, _ = solver.init(z, z)
+    us, vs = solver.init(z, z)[:2]
     assert us.shape == (2, 7, 5) and vs.shape == (2, 7, 5)
     prob = make_linear(dim=5, radius=0.99)
     sol = dk.solve(prob.f, torch.zeros(4, 5, dtype=F64), solver, tol=1e-10, max_iter=200)
