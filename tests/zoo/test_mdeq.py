@@ -143,18 +143,21 @@ def test_config_rejects_unknown_keys_and_bad_values():
     assert MDEQConfig(channels=[8, 16]).channels == (8, 16)
 
 
-def test_every_recipe_builds_its_model():
-    yaml = pytest.importorskip("yaml")
+def test_every_recipe_validates_and_builds_its_model():
+    pytest.importorskip("yaml")
+    from dataclasses import asdict
+
+    from deqkit.train.config import load_config
+
     infos = {
-        "digits": DIGITS_INFO,
+        "digits": {"in_channels": 1, "image_size": 8, "num_classes": 10},
         "mnist": {"in_channels": 1, "image_size": 28, "num_classes": 10},
         "cifar10": {"in_channels": 3, "image_size": 32, "num_classes": 10},
     }
-    names = {n: p for n, p in recipe_paths().items() if n.startswith("mdeq-")}
-    assert "mdeq-digits" in names
-    for name, path in names.items():
-        recipe = yaml.safe_load(path.read_text())
-        model_cfg = {k: v for k, v in recipe["model"].items() if k != "name"}
-        net = build_model("mdeq", model_cfg, recipe["deq"], infos[recipe["data"]["name"]])
+    names = sorted(n for n in recipe_paths() if n.startswith("mdeq-"))
+    assert {"mdeq-digits", "mdeq-mnist", "mdeq-cifar10"} <= set(names)
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.model["name"] == "mdeq" and "\n" not in cfg.description, name
+        net = build_model("mdeq", cfg.model_kwargs(), asdict(cfg.deq), infos[cfg.data.name])
         assert isinstance(net, MDEQClassifier), name
-        assert isinstance(recipe["description"], str) and "\n" not in recipe["description"]
