@@ -151,6 +151,8 @@ class Solver(abc.ABC):
         """Propose and evaluate the next iterate; return ``(z_new, f(z_new), memory)``.
 
         ``active`` (B,) marks samples still iterating; the loop ignores proposals for the rest.
+        The loop keeps ``z_new`` and ``fz_new`` without copying them: never write into them (or
+        return views of buffers the solver writes into) later.
         """
 
 
@@ -218,7 +220,7 @@ def iterate(
     abs_r, rel_r = residuals(z, fz)
     res = rel_r if pick_rel else abs_r
     finite = torch.isfinite(abs_r)
-    first_abs = abs_r.clamp_min(torch.finfo(abs_r.dtype).tiny)
+    diverge_at = divergence_ratio * abs_r.clamp_min(torch.finfo(abs_r.dtype).tiny)
     best_z, best_res, best_abs, best_rel = z, res, abs_r, rel_r
     converged = finite & (res <= tol)
     nonfinite = ~finite
@@ -240,22 +242,35 @@ def iterate(
         res_n = rel_n if pick_rel else abs_n
         finite = torch.isfinite(abs_n)
         update = active & finite
-        z, fz = _select(update, z_new, z), _select(update, fz_new, fz)
         improved = update & (res_n < best_res)
-        best_z = _select(improved, z, best_z)
-        best_res = torch.where(improved, res_n, best_res)
-        best_abs = torch.where(improved, abs_n, best_abs)
-        best_rel = torch.where(improved, rel_n, best_rel)
-        nstep = torch.where(active, k, nstep)
-        nonfinite = nonfinite | (active & ~finite)
-        converged = converged | (update & (res_n <= tol))
-        diverged = diverged | (update & (abs_n > divergence_ratio * first_abs))
-        active = active & ~(converged | nonfinite | diverged)
+        now_converged = update & (res_n <= tol)
+        now_nonfinite = active & ~finite
+        now_diverged = update & (abs_n > diverge_at)
+        nstep += active
+        converged |= now_converged
+        nonfinite |= now_nonfinite
+        diverged |= now_diverged
+        active = active & ~(now_converged | now_nonfinite | now_diverged)
+        # One host sync per iteration decides everything below: in the common case (every
+        # sample moved and improved) the (B, D) selects reduce to rebinding names.
+        all_update, all_improved, n_active = torch.stack(
+            (update.all(), improved.all(), active.sum())
+        ).tolist()
+        if all_update:
+            z, fz = z_new, fz_new
+        else:
+            z, fz = _select(update, z_new, z), _select(update, fz_new, fz)
+        if all_improved:
+            best_z, best_res, best_abs, best_rel = z, res_n, abs_n, rel_n
+        else:
+            best_z = _select(improved, z, best_z)
+            best_res = torch.where(improved, res_n, best_res)
+            best_abs = torch.where(improved, abs_n, best_abs)
+            best_rel = torch.where(improved, rel_n, best_rel)
         if history is not None:
-            history.append(torch.where(update, res_n, history[-1]))
+            history.append(res_n if all_update else torch.where(update, res_n, history[-1]))
         if k in sample_at:
             states.append(z)
-        n_active = int(active.sum())
     if nonfinite.any():
         status = Status.NONFINITE
     elif diverged.any():
