@@ -49,48 +49,53 @@ class Anderson(Solver):
 
     def init(self, z: torch.Tensor, fz: torch.Tensor):
         batch, width = z.shape
-        xs = z.new_zeros(batch, self.m, width)
+        # The history keeps gᵢ = f(xᵢ) − xᵢ and yᵢ = xᵢ + τgᵢ, so that mixing is a single pass
+        # (Σαᵢyᵢ) and the ring buffer is never reordered: the weights are computed on the Gram
+        # matrix in slot order, which permutes α along with the slots.
+        ys = z.new_zeros(batch, self.m, width)
         gs = z.new_zeros(batch, self.m, width)
         gram = z.new_zeros(batch, self.m, self.m)
-        return self._push((xs, gs, gram, 0), z, fz - z)
+        return self._push((ys, gs, gram, 0), z, fz)
 
-    def _push(self, memory, x, g):
-        xs, gs, gram, count = memory
+    def _push(self, memory, x, fx):
+        ys, gs, gram, count = memory
         slot = count % self.m
-        xs = write_slot(xs, slot, x)
-        gs = write_slot(gs, slot, g)
+        if torch.is_grad_enabled() and (gs.requires_grad or fx.requires_grad or x.requires_grad):
+            g = fx - x
+            gs = write_slot(gs, slot, g)
+        else:
+            # Straight into the ring buffer: no temporary, one pass fewer.
+            g = torch.sub(fx, x, out=gs[:, slot])
+        ys = write_slot(ys, slot, fx if self.damping == 1.0 else torch.lerp(x, fx, self.damping))
         row = torch.bmm(gs, g.unsqueeze(2)).squeeze(2)
         gram = write_slot(write_slot(gram, slot, row, dim=1), slot, row, dim=2)
-        return xs, gs, gram, count + 1
+        return ys, gs, gram, count + 1
 
-    def _weights(self, gram: torch.Tensor) -> torch.Tensor:
+    def _weights(self, gram: torch.Tensor, newest: int) -> torch.Tensor:
         k = gram.shape[-1]
         work = gram if gram.dtype in (torch.float32, torch.float64) else gram.float()
-        eye = torch.eye(k, dtype=work.dtype, device=work.device)
         scale = work.diagonal(dim1=1, dim2=2).amin(dim=1).clamp_min(torch.finfo(work.dtype).tiny)
-        system = work + (self.lam * scale)[:, None, None] * eye
+        system = work + (self.lam * scale)[:, None, None] * torch.eye(
+            k, dtype=work.dtype, device=work.device
+        )
         ones = torch.ones(work.shape[0], k, 1, dtype=work.dtype, device=work.device)
         y, info = torch.linalg.solve_ex(system, ones)
-        y = y.squeeze(2)
-        total = y.sum(dim=1, keepdim=True)
-        alpha = y / total
-        ok = (info == 0) & torch.isfinite(alpha).all(dim=1) & (total.squeeze(1).abs() > 0)
-        newest = torch.zeros_like(alpha)
-        newest[:, -1] = 1.0
-        return torch.where(ok[:, None], alpha, newest).to(gram.dtype)
+        alpha = y.squeeze(2)
+        alpha = alpha / alpha.sum(dim=1, keepdim=True)
+        # A zero sum gives Inf/NaN, so finiteness also covers it.
+        ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
+        fallback = torch.zeros_like(alpha)
+        fallback[:, newest] = 1.0
+        return torch.where(ok[:, None], alpha, fallback).to(gram.dtype)
 
     def step(self, evaluate: Evaluate, z, fz, memory, active):
-        xs, gs, gram, count = memory
+        ys, gs, gram, count = memory
         k = min(count, self.m)
         if k == 1:
             z_new = torch.lerp(z, fz, self.damping) if self.damping != 1.0 else fz
         else:
-            order = [(count - k + i) % self.m for i in range(k)]
-            idx = torch.tensor(order, device=z.device)
-            sub = gram.index_select(1, idx).index_select(2, idx)
-            alpha = self._weights(sub).unsqueeze(1)
-            x_mix = torch.bmm(alpha, xs.index_select(1, idx)).squeeze(1)
-            g_mix = torch.bmm(alpha, gs.index_select(1, idx)).squeeze(1)
-            z_new = x_mix + self.damping * g_mix
+            # Until the ring wraps, slots 0..k-1 hold the history; afterwards all m slots do.
+            alpha = self._weights(gram[:, :k, :k], (count - 1) % self.m)
+            z_new = torch.bmm(alpha.unsqueeze(1), ys[:, :k]).squeeze(1)
         fz_new = evaluate(z_new)
-        return z_new, fz_new, self._push(memory, z_new, fz_new - z_new)
+        return z_new, fz_new, self._push(memory, z_new, fz_new)
