@@ -46,7 +46,12 @@ class Broyden(Solver):
 
     def init(self, z: torch.Tensor, fz: torch.Tensor):
         batch, width = z.shape
-        return z.new_zeros(batch, self.memory, width), z.new_zeros(batch, self.memory, width), 0
+        g = fz - z
+        # Memory: U, V, the update count, g(z) and the next direction −J⁻¹g(z) for the current
+        # z. Carrying the last two means a step passes over U and V four times, not six.
+        # J⁻¹ = −I at the start, so the first direction is g itself.
+        us, vs = z.new_zeros(batch, self.memory, width), z.new_zeros(batch, self.memory, width)
+        return us, vs, 0, g, g
 
     @staticmethod
     def _inv_times(us, vs, k, x):
@@ -65,29 +70,36 @@ class Broyden(Solver):
         return -x + torch.bmm(vs[:, :k].transpose(1, 2), coeff).squeeze(2)
 
     def step(self, evaluate: Evaluate, z, fz, memory, active):
-        us, vs, count = memory
+        us, vs, count, g, direction = memory
         k = min(count, self.memory)
-        g = fz - z
-        direction = -self._inv_times(us, vs, k, g)
         if self.line_search:
             z_new, fz_new = bounded_step_search(
                 evaluate, z, fz, direction, active, self.max_halvings
             )
+            dz = z_new - z
         else:
             z_new = z + direction
             fz_new = evaluate(z_new)
-        dz = z_new - z
-        dg = (fz_new - z_new) - g
+            dz = direction
+        g_new = fz_new - z_new
+        dg = g_new - g
+        inv_g_new = self._inv_times(us, vs, k, g_new)
+        inv_dg = inv_g_new + direction  # J⁻¹g = −direction, so J⁻¹Δg = J⁻¹g_new + direction
         v = self._times_inv(us, vs, k, dz)
-        inv_dg = self._inv_times(us, vs, k, dg)
         denom = (v * dg).sum(dim=1, keepdim=True)
-        tiny = (
-            torch.finfo(z.dtype).eps * dz.norm(dim=1, keepdim=True) * dg.norm(dim=1, keepdim=True)
-        )
+        eps = torch.finfo(z.dtype).eps
+        tiny = eps * dz.norm(dim=1, keepdim=True) * dg.norm(dim=1, keepdim=True)
         usable = (denom.abs() > tiny) & torch.isfinite(denom)
         safe = torch.where(usable, denom, torch.ones_like(denom))
         u = torch.where(usable, (dz - inv_dg) / safe, torch.zeros_like(dz))
         u = torch.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0)
         v = torch.where(usable, v, torch.zeros_like(v))
         slot = count % self.memory
-        return z_new, fz_new, (write_slot(us, slot, u), write_slot(vs, slot, v), count + 1)
+        # The next direction −(J⁻¹ + u vᵀ − u_old v_oldᵀ) g_new, from what is at hand; the term
+        # in the slot about to be overwritten drops out once the ring is full.
+        step_next = inv_g_new + u * (v * g_new).sum(dim=1, keepdim=True)
+        if count >= self.memory:
+            u_old, v_old = us[:, slot], vs[:, slot]
+            step_next = step_next - u_old * (v_old * g_new).sum(dim=1, keepdim=True)
+        us, vs = write_slot(us, slot, u), write_slot(vs, slot, v)
+        return z_new, fz_new, (us, vs, count + 1, g_new, step_next.neg())
