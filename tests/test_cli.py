@@ -97,9 +97,13 @@ def test_resume_with_a_different_model_is_a_clear_error(tiny, tmp_path, capsys):
 def test_a_few_steps_of_the_shipped_digits_recipe(tmp_path, capsys):
     torch.set_num_threads(1)
     out = tmp_path / "mdeq"
-    sets = ["train.steps=2", "train.eval_every=0", "data.batch_size=16", "data.eval_batch_size=360"]
+    sets = ["train.steps=2", "train.pretrain_steps=1", "train.eval_every=0", "data.batch_size=16"]
     args = ["train", "mdeq-digits", "--out", str(out), "--no-progress"]
     assert main(args + [x for s in sets for x in ("--set", s)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == 2 and 0 < summary["mean_fwd_nstep"] <= 8
-    assert 0.0 <= summary["test_acc"] <= 1.0 and "mean_bwd_nstep" in summary
+    assert 0.0 <= summary["test_acc"] <= 1.0 and 0 < summary["test_fwd_nstep"] <= 8
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    first, second = [r for r in records if r["kind"] == "train"]
+    assert first.get("pretrain") and "bwd_nstep" not in first  # unrolled warm-up step
+    assert not second.get("pretrain") and 0 < second["bwd_nstep"]  # solved, implicit backward
