@@ -84,6 +84,15 @@ def _implicit_fwd(fn, opts, on_failure, z_star, consts):
 
 def _implicit_bwd(fn, opts, on_failure, res, grad):
     z_star, consts = res
+    back, grads = _adjoint(fn, opts, grad, z_star, consts)
+    report_failure(back, on_failure, "implicit backward (adjoint) solve")
+    # z_star entered as a stop_gradient copy, so its cotangent is exactly zero by construction.
+    return jnp.zeros_like(z_star), grads
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _adjoint(fn, opts: Implicit, grad, z_star, consts):
+    """Solve u = g + Jᵀu at z* and return ``(solution, uᵀ ∂f/∂consts)`` in one compiled program."""
     _, vjp = jax.vjp(fn, z_star, *consts)
     solver: Solver = opts.solver
     back = iterate(
@@ -94,9 +103,7 @@ def _implicit_bwd(fn, opts, on_failure, res, grad):
         max_iter=opts.max_iter,
         stop_mode=opts.stop_mode,
     )
-    report_failure(back, on_failure, "implicit backward (adjoint) solve")
-    # z_star entered as a stop_gradient copy, so its cotangent is exactly zero by construction.
-    return jnp.zeros_like(z_star), tuple(vjp(back.z)[1:])
+    return back, tuple(vjp(back.z)[1:])
 
 
 _implicit.defvjp(_implicit_fwd, _implicit_bwd)

@@ -19,8 +19,8 @@ from .._validate import check_choice
 from ..backward import FAILURE_POLICIES
 from ._state import flatten
 from .backward import make_backward
-from .solvers import DEFAULTS, Solution, iterate, make_solver
-from .solvers.base import check_loop_options, report_failure
+from .solvers import DEFAULTS, Solution, make_solver
+from .solvers.base import check_loop_options, iterate_with, report_failure
 
 __all__ = ["fixed_point", "solve"]
 
@@ -87,11 +87,11 @@ def solve(
     """
     _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio)
     flat0, spec, fn, consts = _prepare(f, z0)
-    consts = jax.lax.stop_gradient(consts)
-    sol = iterate(
+    sol = iterate_with(
         make_solver(solver),
-        lambda z: fn(z, *consts),
+        fn,
         flat0,
+        jax.lax.stop_gradient(consts),
         tol=tol,
         max_iter=max_iter,
         stop_mode=stop_mode,
@@ -139,10 +139,11 @@ def fixed_point(
     flat0, spec, fn, consts = _prepare(f, z0)
     unroll = strategy.unrolls_solver
     seen = consts if unroll else jax.lax.stop_gradient(consts)
-    sol = iterate(
+    sol = iterate_with(
         make_solver(solver),
-        lambda z: fn(z, *seen),
+        fn,
         flat0,
+        seen,
         tol=tol,
         max_iter=max_iter,
         stop_mode=stop_mode,

@@ -26,7 +26,16 @@ from ...backward import DEQWarning
 from ...solvers.base import DEFAULTS, STOP_MODES, Status
 from ...solvers.base import SolverError as _TorchSolverError
 
-__all__ = ["DEFAULTS", "Solution", "Solver", "SolverError", "Status", "iterate", "residuals"]
+__all__ = [
+    "DEFAULTS",
+    "Solution",
+    "Solver",
+    "SolverError",
+    "Status",
+    "iterate",
+    "iterate_with",
+    "residuals",
+]
 
 Fn = Callable[[jax.Array], jax.Array]
 
@@ -265,6 +274,18 @@ def iterate(
         stop_mode=stop_mode,
         tol=float(tol),
     )
+
+
+def iterate_with(solver: Solver, fn, z0: jax.Array, consts: tuple, **options) -> Solution:
+    """:func:`iterate` on ``z = fn(z, *consts)`` as one jitted computation.
+
+    Called eagerly, this compiles the whole solve once instead of dispatching the setup op by op
+    around a separately compiled loop (several times faster for a first call); under an outer
+    trace the inner ``jax.jit`` is simply inlined. ``consts`` travel as arguments, not as
+    constants baked into the compiled program.
+    """
+    run = jax.jit(lambda z0, consts: iterate(solver, lambda z: fn(z, *consts), z0, **options))
+    return run(z0, consts)
 
 
 def report_failure(solution: Solution, on_failure: str, what: str) -> None:
