@@ -103,7 +103,8 @@ class Implicit(Backward):
     >>> import deqkit as dk
     >>> w = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
     >>> z0 = torch.zeros(1, 1, dtype=torch.float64)
-    >>> z, sol = dk.fixed_point(lambda z: w * z + 1.0, z0, tol=1e-12, backward=dk.Implicit(tol=1e-12))
+    >>> f = lambda z: w * z + 1.0
+    >>> z, sol = dk.fixed_point(f, z0, tol=1e-12, backward=dk.Implicit(tol=1e-12))
     >>> z.sum().backward()
     >>> round(w.grad.item(), 4)  # z* = 1/(1 - w), dz*/dw = 1/(1 - w)^2
     4.0
