@@ -17,13 +17,16 @@ def build(model_cfg: dict, deq_cfg: dict, data_info: dict) -> MDEQClassifier:
     Args:
         model_cfg: :class:`MDEQConfig` fields (a ``name`` key, if present, is ignored).
         deq_cfg: the recipe's ``deq`` section (see :func:`deqkit.train.config.deq_kwargs`).
-        data_info: at least ``in_channels`` and ``num_classes``.
+        data_info: at least ``in_channels`` and ``num_classes`` (any image size works: each
+            lower resolution is half the one above, rounded up).
 
-    >>> model = build({"name": "mdeq", "channels": [8, 16]}, {"max_iter": 4},
-    ...               {"in_channels": 1, "image_size": 16, "num_classes": 10})
+    >>> deq = {"max_iter": 4, "on_failure": "ignore"}
+    >>> info = {"in_channels": 1, "image_size": 8, "num_classes": 10}
+    >>> model = build({"name": "mdeq", "channels": [8, 16]}, deq, info)
     >>> import torch
-    >>> model(torch.zeros(2, 1, 16, 16))[0].shape
-    torch.Size([2, 10])
+    >>> logits, solution = model(torch.zeros(2, 1, 8, 8))
+    >>> logits.shape, int(solution.nstep.max())
+    (torch.Size([2, 10]), 4)
     """
     missing = [k for k in _DATA_KEYS if k not in data_info]
     if missing:
