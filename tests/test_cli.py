@@ -107,3 +107,25 @@ def test_a_few_steps_of_the_shipped_digits_recipe(tmp_path, capsys):
     first, second = [r for r in records if r["kind"] == "train"]
     assert first.get("pretrain") and "bwd_nstep" not in first  # unrolled warm-up step
     assert not second.get("pretrain") and 0 < second["bwd_nstep"]  # solved, implicit backward
+
+
+def test_bench_compares_solvers_and_budgets(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    train = ["train", tiny, "--out", str(out), "--no-progress", "--set", "train.steps=2"]
+    assert main(train) == 0
+    capsys.readouterr()
+    args = ["bench", str(out / "checkpoint.pt"), "--solvers", "fixed_point,broyden"]
+    assert main(args + ["--max-iter", "2,6", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["solver"], r["max_iter"]) for r in rows] == [
+        ("fixed_point", 2),
+        ("fixed_point", 6),
+        ("broyden", 2),
+        ("broyden", 6),
+    ]
+    for row in rows:
+        assert row["fwd_nstep"] <= row["max_iter"] and 0.0 <= row["acc"] <= 1.0
+    assert main(args) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["solver", "max_iter", "accuracy", "fwd", "steps", "converged", "s"]
+    assert len(table) == 3

@@ -1,4 +1,4 @@
-"""The ``deqkit`` command: ``train``, ``eval``, ``plot`` and ``recipes``.
+"""The ``deqkit`` command: ``train``, ``eval``, ``bench``, ``plot`` and ``recipes``.
 
 ``python -m deqkit ...`` and ``torchrun --nproc_per_node=N -m deqkit train ...`` run the same
 code. User errors (bad recipe key, missing data, corrupt checkpoint) print one clear line and
@@ -56,6 +56,39 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    import time
+
+    from .train.evaluate import evaluate_checkpoint
+
+    solvers = [name.strip() for name in args.solvers.split(",") if name.strip()]
+    budgets = [int(k) for k in args.max_iter.split(",")] if args.max_iter else [None]
+    rows = []
+    for solver in solvers:
+        for budget in budgets:
+            # Another solver's options do not fit this one: start from its defaults.
+            overrides = [*args.set, f"deq.solver={solver}", "deq.solver_options={}"]
+            if budget is not None:
+                overrides.append(f"deq.max_iter={budget}")
+            start = time.perf_counter()
+            result = evaluate_checkpoint(args.checkpoint, overrides, split=args.split)
+            seconds = time.perf_counter() - start
+            rows.append({"solver": solver, "seconds": seconds, **result})
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(
+        f"{'solver':<14}{'max_iter':>9}{'accuracy':>10}{'fwd steps':>11}{'converged':>11}{'s':>8}"
+    )
+    for row in rows:
+        print(
+            f"{row['solver']:<14}{row['max_iter']:>9}{row['acc']:>10.4f}"
+            f"{row.get('fwd_nstep', float('nan')):>11.2f}"
+            f"{row.get('fwd_converged', float('nan')):>11.3f}{row['seconds']:>8.2f}"
+        )
+    return 0
+
+
 def _cmd_plot(args) -> int:
     from .plot import plot_run
 
@@ -110,6 +143,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="test (default), val or train")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "bench", help="compare solvers and iteration budgets on a trained checkpoint"
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("--solvers", default="fixed_point,anderson,broyden", help="comma-separated")
+    p.add_argument("--max-iter", default="", help="comma-separated eval budgets, e.g. 4,8,16")
+    p.add_argument("--set", **override)
+    p.add_argument("--split", default="test", help="test (default), val or train")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("plot", help="write PNG plots of a run directory")
     p.add_argument("run_dir")
