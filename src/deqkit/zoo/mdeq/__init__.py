@@ -24,7 +24,7 @@ def build(model_cfg: dict, deq_cfg: dict, data_info: dict) -> MDEQClassifier:
     >>> info = {"in_channels": 1, "image_size": 8, "num_classes": 10}
     >>> model = build({"name": "mdeq", "channels": [8, 16]}, deq, info)
     >>> import torch
-    >>> logits, solution = model(torch.zeros(2, 1, 8, 8))
+    >>> logits, solution = model(torch.randn(2, 1, 8, 8))
     >>> logits.shape, int(solution.nstep.max())
     (torch.Size([2, 10]), 4)
     """
