@@ -138,11 +138,11 @@ def make(key: str, dtype: torch.dtype = torch.float32) -> Problem:
         title, max_iter = "transformer block, B=16, T=64, d=128", 50
     elif key == "c":
         batch = 32
-        cell = MDEQCell(16, 32, 16, gen=gen)
+        cell = MDEQCell(16, 32, 12, gen=gen)
         width = sum(cell.split)
         x = torch.randn(batch, width, generator=gen)
         z0 = torch.zeros(batch, width)
-        title, max_iter = "MDEQ-like 2-branch conv, B=32, 16×16×16 + 32×8×8", 50
+        title, max_iter = "MDEQ-like 2-branch conv, B=32, 16×12×12 + 32×6×6", 50
     elif key == "d":
         batch, width = 32, 256
         cell = TanhCell(width, radius=0.99, symmetric=False, gen=gen)

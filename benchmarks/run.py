@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     for key in "abc":
         if key in args.problems:
             log(f"backward, ({key})")
-            backward += backward_bench.measure(problems.make(key), args.tol, reps, log)
+            backward += backward_bench.measure(problems.make(key), args.tol, min(reps, 3), log)
     mem_rows = []
     if not args.quick:
         log("training-step memory, each configuration in its own process")
