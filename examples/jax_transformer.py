@@ -64,7 +64,7 @@ class Block(hk.Module):
         return ln("ln_out")(h)
 
 
-def build(vocab: int, seq_len: int, width: int, heads: int, max_iter: int, tol: float):
+def build(vocab: int, seq_len: int, width: int, heads: int, max_iter: int, tol: float, solver: str):
     def forward(tokens):
         embed = hk.Embed(vocab, width, name="embed")(tokens)
         pos = hk.get_parameter("pos", (seq_len, width), init=hk.initializers.RandomNormal(0.02))
@@ -74,8 +74,8 @@ def build(vocab: int, seq_len: int, width: int, heads: int, max_iter: int, tol: 
         z, sol = dkj.fixed_point(
             lambda z: block.apply(block_params, None, z, u),
             jnp.zeros_like(u),
-            solver=dkj.Anderson(m=5),
-            backward=dkj.Implicit(solver="anderson", tol=tol, max_iter=max_iter),
+            solver=solver,
+            backward=dkj.Implicit(solver=solver, tol=tol, max_iter=max_iter),
             tol=tol,
             max_iter=max_iter,
         )
@@ -101,6 +101,7 @@ def main(
     tol: float = 1e-3,
     lr: float = 3e-3,
     eval_batches: int = 8,
+    solver: str = "anderson",
     seed: int = 0,
 ) -> dict:
     text = corpus()
@@ -110,7 +111,7 @@ def main(
     split = int(0.9 * len(ids))
     train_ids, test_ids = ids[:split], ids[split:]
     baseline = unigram_entropy(train_ids, len(chars))
-    model = build(len(chars), seq_len, width, heads, max_iter, tol)
+    model = build(len(chars), seq_len, width, heads, max_iter, tol, solver)
     key = jax.random.PRNGKey(seed)
     rng = np.random.default_rng(seed)
     train = batches(train_ids, batch, seq_len, rng)
@@ -144,7 +145,8 @@ def main(
                 f"max residual {float(stats['residual']):.1e}  {time.time() - start:.0f}s"
             )
     test = batches(test_ids, batch, seq_len, np.random.default_rng(seed + 1))
-    test_loss = float(np.mean([evaluate(params, key, *next(test))[0] for _ in range(eval_batches)]))
+    held_out = [float(evaluate(params, key, *next(test))[0]) for _ in range(eval_batches)]
+    test_loss = float(np.mean(held_out)) if held_out else float("nan")
     print(
         f"held-out loss {test_loss:.4f} nats/char ({test_loss / math.log(2):.3f} bits) vs "
         f"unigram entropy {baseline:.4f} nats ({baseline / math.log(2):.3f} bits)"
@@ -159,5 +161,6 @@ if __name__ == "__main__":
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--max-iter", type=int, default=12)
+    parser.add_argument("--solver", default="anderson")
     parser.add_argument("--seed", type=int, default=0)
     main(**{k.replace("-", "_"): v for k, v in vars(parser.parse_args()).items()})

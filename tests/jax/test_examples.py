@@ -31,9 +31,17 @@ def test_classifier_examples_learn(name):
 
 def test_transformer_example_short():
     out = load("jax_transformer").main(
-        steps=8, batch=8, seq_len=16, width=16, heads=2, max_iter=6, eval_batches=1, lr=1e-2
+        steps=8,
+        batch=8,
+        seq_len=16,
+        width=16,
+        heads=2,
+        max_iter=6,
+        eval_batches=0,
+        lr=1e-2,
+        solver="fixed_point",
     )
     losses = np.asarray(out["losses"])
-    assert np.isfinite(losses).all() and np.isfinite(out["test_loss"])
+    assert np.isfinite(losses).all()
     assert losses[-1] < losses[0]
     assert 3.0 < out["baseline"] < 3.5  # unigram entropy of the help texts, nats per character

@@ -19,7 +19,8 @@ def test_jitted_call_does_not_retrace_or_recompile(weights):
 
         def loss(W):
             z0 = jnp.zeros((x.shape[0], 5))
-            z, sol = dkj.fixed_point(lambda z: jnp.tanh(z @ W.T + x @ U.T + b), z0)
+            cell = lambda z: jnp.tanh(z @ W.T + x @ U.T + b)  # noqa: E731
+            z, sol = dkj.fixed_point(cell, z0, "fixed_point", dkj.Implicit("fixed_point"))
             return jnp.sum(z**2), sol.nstep
 
         return jax.value_and_grad(loss, has_aux=True)(W)

@@ -3,7 +3,7 @@ the PyTorch core. f receives its parameters by closure; see :func:`fixed_point`.
 
 >>> import jax.numpy as jnp
 >>> import deqkit.jax as dkj
->>> sol = dkj.solve(lambda z: 0.5 * z + 1.0, jnp.zeros((2, 3)), tol=1e-6)
+>>> sol = dkj.solve(lambda z: 0.5 * z + 1.0, jnp.zeros((2, 3)), "fixed_point", tol=1e-6)
 >>> int(sol.status) == dkj.Status.CONVERGED
 True
 """

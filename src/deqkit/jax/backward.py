@@ -50,8 +50,8 @@ class Implicit(Backward):
     >>> import jax, jax.numpy as jnp
     >>> import deqkit.jax as dkj
     >>> def z_of(w):
-    ...     z, _ = dkj.fixed_point(lambda z: w * z + 1.0, jnp.zeros((1, 1)), tol=1e-6,
-    ...                            backward=dkj.Implicit(tol=1e-6))
+    ...     z, _ = dkj.fixed_point(lambda z: w * z + 1.0, jnp.zeros((1, 1)), "fixed_point",
+    ...                            backward=dkj.Implicit("fixed_point", tol=1e-7), tol=1e-7)
     ...     return z.sum()
     >>> round(float(jax.grad(z_of)(0.5)), 3)  # z* = 1/(1 - w), dz*/dw = 1/(1 - w)^2
     4.0

@@ -128,7 +128,8 @@ def fixed_point(
     >>> import jax, jax.numpy as jnp
     >>> import deqkit.jax as dkj
     >>> def loss(x):
-    ...     z, sol = dkj.fixed_point(lambda z: 0.5 * z + x, jnp.zeros((1, 1)), tol=1e-6)
+    ...     z, sol = dkj.fixed_point(lambda z: 0.5 * z + x, jnp.zeros((1, 1)), "broyden", tol=1e-6,
+    ...                              backward=dkj.Implicit("broyden"))
     ...     return z.sum()
     >>> value, grad = jax.value_and_grad(loss)(jnp.array([[2.0]]))
     >>> round(float(value), 4), round(float(grad[0, 0]), 4)
