@@ -85,6 +85,10 @@ def test_failure_policies_eager_and_jitted():
         jax.block_until_ready(run(jnp.zeros((1, 2))))
         jax.effects_barrier()
     assert any(issubclass(w.category, dk.DEQWarning) for w in caught)
+    # Under jit "raise" surfaces as jax's runtime error carrying the SolverError message.
+    strict = jax.jit(lambda z0: dkj.solve(f, z0, "fixed_point", max_iter=2, on_failure="raise").z)
+    with pytest.raises(RuntimeError, match="forward solve ended with MAX_ITER"):
+        jax.block_until_ready(strict(jnp.zeros((1, 2))))
 
 
 def test_options_are_checked_and_torch_options_convert():
