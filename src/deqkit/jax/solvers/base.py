@@ -120,9 +120,6 @@ class Solver(abc.ABC):
     ) -> tuple[jax.Array, jax.Array, Any, jax.Array]:
         """Propose and evaluate the next iterate; return ``(z_new, f(z_new), memory, nfev)``."""
 
-    def options(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
 
 def residuals(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Per-sample ``(‖f(z) − z‖, ‖f(z) − z‖ / ‖f(z)‖)`` over all state elements.
