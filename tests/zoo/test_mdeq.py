@@ -44,6 +44,18 @@ def test_injection_is_nonzero_only_at_the_highest_resolution():
     assert all(bool((t == 0).all()) for t in xs[1:])
 
 
+@pytest.mark.parametrize("size", [8, 15])
+def test_three_branch_model_runs_end_to_end_on_any_image_size(size):
+    net = small(channels=(4, 8, 8))
+    logits, sol = net(torch.randn(3, 1, size, size))
+    assert logits.shape == (3, 10) and torch.isfinite(logits).all()
+    assert [tuple(t.shape[2:]) for t in sol.z] == [
+        (size, size),
+        ((size + 1) // 2,) * 2,
+        (-(-size // 4),) * 2,
+    ]
+
+
 @pytest.mark.parametrize("size", [16, 15])
 def test_fusion_maps_every_resolution_to_its_own_shape(size):
     cell = MDEQCell((4, 8, 16), expansion=2, groups=2)
