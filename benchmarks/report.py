@@ -55,7 +55,7 @@ def targets(
             )
     rss = {(m["backward"], m["max_iter"]): m["peak_rss_rise_bytes"] for m in memory}
     if ("implicit", 8) in rss and ("implicit", 64) in rss:
-        growth = rss[("implicit", 64)] / rss[("implicit", 8)]
+        growth = rss[("implicit", 64)] / max(rss[("implicit", 8)], 1)
         out.append(
             (
                 f"implicit training memory at max_iter 64 ≤ {MEM_GROWTH}× at 8",
@@ -64,7 +64,7 @@ def targets(
             )
         )
     if ("implicit", 32) in rss and ("unrolled", 32) in rss:
-        share = rss[("implicit", 32)] / rss[("unrolled", 32)]
+        share = rss[("implicit", 32)] / max(rss[("unrolled", 32)], 1)
         out.append(
             (
                 f"implicit training memory ≤ {MEM_VS_UNROLLED}× unrolled at max_iter 32",
