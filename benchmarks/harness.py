@@ -97,6 +97,11 @@ class Record:
         return statistics.median(self.times)
 
     @property
+    def f_time(self) -> float:
+        """Median seconds spent inside f during one solve."""
+        return statistics.median(self.f_seconds)
+
+    @property
     def overhead(self) -> float:
         """Median solver time per f-evaluation outside f, as a fraction of one f-evaluation."""
         ratios = [(t - fsec) / fsec for t, fsec in zip(self.times, self.f_seconds, strict=True)]
@@ -111,6 +116,7 @@ class Record:
             "residual": self.residual,
             "time_s": self.time,
             "times_s": self.times,
+            "f_time_s": self.f_time,
             "overhead": self.overhead,
             "trace": self.trace,
         }
