@@ -71,3 +71,30 @@ def test_haiku_lifted_linear_layer():
     # The adjoint u = 1 + Wᵀu is -1/2 per entry; dL/db sums it over the two rows.
     np.testing.assert_allclose(g_params["lifted/l1"]["b"], -np.ones(3), atol=1e-8)
     np.testing.assert_array_equal(g_x, np.zeros_like(x))
+
+
+def test_haiku_cell_with_rng_inside_jit_and_grad():
+    # deq-jax's dropout case: the cell draws from an RNG key that f closes over; the key (an
+    # integer tracer) must reach the backward pass, which JAX traces apart from the forward.
+    def forward(x):
+        layer = hk.transform(
+            lambda z: hk.dropout(hk.next_rng_key(), 0.5, jnp.tanh(0.3 * hk.Linear(3)(z) + x))
+        )
+        inner = hk.lift(layer.init, name="lifted")(hk.next_rng_key(), x)
+        key = hk.next_rng_key()
+        z, sol = dkj.fixed_point(lambda z: layer.apply(inner, key, z), jnp.zeros_like(x), tol=1e-8)
+        return z, sol
+
+    model = hk.transform(forward)
+    x = jnp.ones((2, 3))
+    params = model.init(jax.random.PRNGKey(0), x)
+
+    def loss(params, key):
+        z, sol = model.apply(params, key, x)
+        return jnp.sum(z**2), sol.status
+
+    key = jax.random.PRNGKey(1)
+    (value, status), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params, key)
+    assert int(status) == dkj.Status.CONVERGED and np.isfinite(value)
+    assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+    assert np.abs(grads["lifted/linear"]["w"]).sum() > 0

@@ -1,9 +1,9 @@
 """The JAX entry points: ``solve`` (no gradients) and ``fixed_point`` (differentiable).
 
 f receives its parameters by closure: ``fixed_point(lambda z: cell(params, z, x), z0)``. The
-closure is converted with ``jax.closure_convert``, which lifts every closed-over array that might
-carry a gradient (under ``jax.grad``, ``jax.jit`` or ``jax.vmap``) into an explicit argument, so
-gradients reach params and x through the chosen backward and never reach z0.
+closure is converted (as ``jax.closure_convert`` does) so that every traced array it closes over
+(under ``jax.grad``, ``jax.jit`` or ``jax.vmap``) becomes an explicit argument; gradients reach
+params and x through the chosen backward and never reach z0.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
 from .._validate import check_choice
 from ..backward import FAILURE_POLICIES
@@ -38,8 +39,36 @@ def _prepare(f: Callable, z0: Any):
     def flat_f(z):
         return spec.flatten_like(f(spec.unflatten(z)), "f(z)")
 
-    fn, consts = jax.closure_convert(flat_f, flat0)
-    return flat0, spec, fn, tuple(consts)
+    fn, consts = _lift_closure(flat_f, flat0)
+    return flat0, spec, fn, consts
+
+
+def _lift_closure(flat_f: Callable, flat0: jax.Array) -> tuple[Callable, tuple]:
+    """Rewrite ``flat_f(z)`` as ``fn(z, *consts)`` with every traced value it closes over lifted.
+
+    Like ``jax.closure_convert``, which lifts only values that may carry a gradient, but this
+    lifts integer tracers too (Haiku RNG keys, step counters): left in the closure they would
+    leak into the backward pass, which JAX traces separately from the forward.
+    """
+    closed = jax.make_jaxpr(flat_f)(flat0)
+    lifted_at = [i for i, c in enumerate(closed.consts) if isinstance(c, jax.core.Tracer)]
+    kept = [None if i in lifted_at else c for i, c in enumerate(closed.consts)]
+    jaxpr = closed.jaxpr
+
+    def fn(z, *lifted):
+        values = list(kept)
+        for i, value in zip(lifted_at, lifted, strict=True):
+            values[i] = value
+        return jaxpr_as_fun(ClosedJaxpr(jaxpr, values))(z)[0]
+
+    return fn, tuple(closed.consts[i] for i in lifted_at)
+
+
+def _frozen(consts: tuple) -> tuple:
+    """``stop_gradient`` on the floating-point constants (the only ones that carry gradients)."""
+    return tuple(
+        jax.lax.stop_gradient(c) if jnp.issubdtype(c.dtype, jnp.inexact) else c for c in consts
+    )
 
 
 def _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio):
@@ -91,7 +120,7 @@ def solve(
         make_solver(solver),
         fn,
         flat0,
-        jax.lax.stop_gradient(consts),
+        _frozen(consts),
         tol=tol,
         max_iter=max_iter,
         stop_mode=stop_mode,
@@ -139,7 +168,7 @@ def fixed_point(
     strategy = make_backward(backward)
     flat0, spec, fn, consts = _prepare(f, z0)
     unroll = strategy.unrolls_solver
-    seen = consts if unroll else jax.lax.stop_gradient(consts)
+    seen = consts if unroll else _frozen(consts)
     sol = iterate_with(
         make_solver(solver),
         fn,
