@@ -99,7 +99,7 @@ def main(
     heads: int = 4,
     max_iter: int = 12,
     tol: float = 1e-3,
-    lr: float = 3e-3,
+    lr: float = 1e-3,
     eval_batches: int = 8,
     solver: str = "anderson",
     seed: int = 0,
@@ -162,6 +162,6 @@ if __name__ == "__main__":
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--max-iter", type=int, default=12)
     parser.add_argument("--solver", default="anderson")
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     main(**{k.replace("-", "_"): v for k, v in vars(parser.parse_args()).items()})
