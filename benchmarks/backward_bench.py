@@ -84,13 +84,14 @@ def measure(problem: Problem, tol: float, reps: int, log: Callable[[str], None])
                 "solver": table[label][0],
                 "forward_s": fwd,
                 "backward_s": bwd,
-                "ratio": bwd / fwd,
+                # Paired within each run, so load drifts between runs cancel.
+                "ratio": statistics.median(r[1] / r[0] for r in results),
                 "adjoint_steps": results[-1][2],
             }
         )
         log(
             f"  ({problem.key}) {label:16s} forward {fwd * 1e3:8.1f} ms  "
             f"backward {bwd * 1e3:8.1f} ms  "
-            f"backward/forward {bwd / fwd:5.2f}"
+            f"backward/forward {rows[-1]['ratio']:5.2f}"
         )
     return rows
