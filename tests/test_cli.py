@@ -107,6 +107,9 @@ def test_a_few_steps_of_the_shipped_digits_recipe(tmp_path, capsys):
     first, second = [r for r in records if r["kind"] == "train"]
     assert first.get("pretrain") and "bwd_nstep" not in first  # unrolled warm-up step
     assert not second.get("pretrain") and 0 < second["bwd_nstep"]  # solved, implicit backward
+    # solver statistics in the summary average over solved steps only, not the unrolled one
+    assert summary["mean_fwd_nstep"] == pytest.approx(second["fwd_nstep"])
+    assert summary["mean_bwd_nstep"] == pytest.approx(second["bwd_nstep"])
 
 
 def test_bench_compares_solvers_and_budgets(tiny, tmp_path, capsys):

@@ -231,9 +231,11 @@ def train(
             elapsed = time.perf_counter() - tic
             totals["steps"] += 1
             totals["time"] += elapsed
-            for key in _STEP_KEYS:
-                if key in record:
-                    totals[key] = totals.get(key, 0.0) + record[key]
+            if not pretraining:  # solver statistics average over the steps that solved
+                totals["solved_steps"] = totals.get("solved_steps", 0) + 1
+                for key in _STEP_KEYS:
+                    if key in record:
+                        totals[key] = totals.get(key, 0.0) + record[key]
             done = step + 1
             if pretraining:
                 record["pretrain"] = True
@@ -280,7 +282,7 @@ def train(
         "seconds_per_step": totals["time"] / n,
         "world_size": env.world,
         "replica_max_diff": spread,
-        **{f"mean_{k}": totals[k] / n for k in _STEP_KEYS if k in totals},
+        **{f"mean_{k}": totals[k] / totals["solved_steps"] for k in _STEP_KEYS if k in totals},
         "checkpoint": str(ckpt_path),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
