@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 import deqkit as dk
-from deqkit.train.config import deq_kwargs
 
 
 class TinyCell(nn.Module):
@@ -32,7 +31,7 @@ class TinyDEQ(nn.Module):
         return self.head(self.drop(z.mean(dim=(2, 3)))), sol
 
 
-def build(model_cfg: dict, deq_cfg: dict, data_info: dict) -> nn.Module:
+def build(model_cfg: dict, deq_options: dict, data_info: dict) -> nn.Module:
     options = {"channels": 4, "dropout": 0.1, **model_cfg}
     unknown = sorted(set(options) - {"channels", "dropout"})
     if unknown:
@@ -42,7 +41,7 @@ def build(model_cfg: dict, deq_cfg: dict, data_info: dict) -> nn.Module:
         data_info["num_classes"],
         options["channels"],
         options["dropout"],
-        deq_kwargs(deq_cfg),
+        deq_options,
     )
 
 
@@ -78,7 +77,7 @@ def write_recipe(path, **sections) -> str:
     return str(path)
 
 
-def build_mlp(model_cfg: dict, deq_cfg: dict, data_info: dict) -> nn.Module:
+def build_mlp(model_cfg: dict, deq_options: dict, data_info: dict) -> nn.Module:
     """A model without a DEQ layer: the loop must accept ``(logits, None)``."""
 
     class MLP(nn.Module):

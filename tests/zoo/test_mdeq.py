@@ -18,7 +18,7 @@ QUIET = {"on_failure": "ignore"}
 def small(channels=(4, 8), dtype=torch.float32, deq=None, **model):
     torch.manual_seed(0)
     cfg = {"channels": list(channels), "groups": 2, "final_channels": 8, **model}
-    budget = {"max_iter": 5, "backward_options": {"tol": 1e-4, "max_iter": 4}}
+    budget = {"max_iter": 5, "backward": dk.Implicit(tol=1e-4, max_iter=4)}
     net = build(cfg, {**budget, **QUIET, **(deq or {})}, DIGITS_INFO)
     return net.to(dtype)
 
@@ -75,7 +75,7 @@ def test_fusion_maps_every_resolution_to_its_own_shape(size):
 
 
 def test_forward_backward_gives_finite_gradients_to_every_parameter():
-    net = small(dtype=torch.float64, deq={"backward_options": {"tol": 1e-8, "max_iter": 8}})
+    net = small(dtype=torch.float64, deq={"backward": dk.Implicit(tol=1e-8, max_iter=8)})
     x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
     logits, sol = net(x)
     assert logits.shape == (4, 10) and isinstance(sol, dk.Solution)
@@ -157,9 +157,8 @@ def test_config_rejects_unknown_keys_and_bad_values():
 
 def test_every_recipe_validates_and_builds_its_model():
     pytest.importorskip("yaml")
-    from dataclasses import asdict
 
-    from deqkit.train.config import load_config
+    from deqkit.train.config import deq_kwargs, load_config
 
     infos = {
         "digits": {"in_channels": 1, "image_size": 8, "num_classes": 10},
@@ -171,5 +170,5 @@ def test_every_recipe_validates_and_builds_its_model():
     for name in names:
         cfg = load_config(name)
         assert cfg.model["name"] == "mdeq" and "\n" not in cfg.description, name
-        net = build_model("mdeq", cfg.model_kwargs(), asdict(cfg.deq), infos[cfg.data.name])
+        net = build_model("mdeq", cfg.model_kwargs(), deq_kwargs(cfg.deq), infos[cfg.data.name])
         assert isinstance(net, MDEQClassifier), name

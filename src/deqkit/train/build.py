@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..data import FLIPPABLE, ImageSet, Preprocess, load_dataset
-from .config import Config, DataConfig, OptimConfig
+from .config import Config, DataConfig, OptimConfig, deq_kwargs
 
 __all__ = [
     "RunData",
@@ -92,19 +92,21 @@ def preprocess_state(prep: Preprocess) -> dict:
 
 def build_model(cfg: Config, data_info: dict) -> nn.Module:
     """Build ``cfg.model`` from the zoo, or from ``"package.module:function"`` for one's own
-    model (same signature as a zoo ``build``: ``(model_cfg, deq_cfg, data_info)``)."""
+    model (same signature as a zoo ``build``: ``(model_cfg, deq_options, data_info)``, where
+    ``deq_options`` are ready ``dk.DEQ`` keyword arguments built here from the recipe's ``deq``
+    section, so model code needs nothing from the trainer)."""
     name = cfg.model["name"]
-    deq_cfg = asdict(cfg.deq)
+    deq_options = deq_kwargs(cfg.deq)
     if ":" in name:
         module_name, _, attr = name.partition(":")
         try:
             builder = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"model.name {name!r}: cannot import builder ({exc})") from None
-        return builder(cfg.model_kwargs(), deq_cfg, dict(data_info))
+        return builder(cfg.model_kwargs(), deq_options, dict(data_info))
     from ..zoo import build_model as zoo_build
 
-    return zoo_build(name, cfg.model_kwargs(), deq_cfg, dict(data_info))
+    return zoo_build(name, cfg.model_kwargs(), deq_options, dict(data_info))
 
 
 def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:

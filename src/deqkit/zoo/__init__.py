@@ -1,8 +1,9 @@
 """The model zoo: one folder per published model, each with ``build()`` and YAML recipes.
 
 Zoo code uses only the public ``deqkit`` API. A model package ``deqkit.zoo.<name>`` exposes
-``build(model_cfg, deq_cfg, data_info) -> nn.Module`` whose ``forward(x)`` returns
-``(output, solution)``; its recipes live in ``recipes/*.yaml`` beside it.
+``build(model_cfg, deq_options, data_info) -> nn.Module`` whose ``forward(x)`` returns
+``(output, solution)``; ``deq_options`` are ``dk.DEQ`` keyword arguments (the trainer builds them
+from a recipe's ``deq`` section). Its recipes live in ``recipes/*.yaml`` beside it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ __all__ = ["MODELS", "build_model", "recipe_paths"]
 MODELS = {"mdeq": "deqkit.zoo.mdeq"}
 
 
-def build_model(name: str, model_cfg: dict, deq_cfg: dict, data_info: dict):
-    """Build zoo model ``name`` from a recipe's model and deq sections and the data's shape.
+def build_model(name: str, model_cfg: dict, deq_options: dict, data_info: dict):
+    """Build zoo model ``name`` from its options, ``dk.DEQ`` keyword arguments and the data's shape.
 
     >>> model = build_model("mdeq", {"channels": [8, 16]}, {"max_iter": 4},
     ...                     {"in_channels": 1, "image_size": 16, "num_classes": 10})
@@ -26,7 +27,7 @@ def build_model(name: str, model_cfg: dict, deq_cfg: dict, data_info: dict):
     """
     if name not in MODELS:
         raise ValueError(f"unknown zoo model {name!r}; choose one of {sorted(MODELS)}")
-    return importlib.import_module(MODELS[name]).build(model_cfg, deq_cfg, data_info)
+    return importlib.import_module(MODELS[name]).build(model_cfg, deq_options, data_info)
 
 
 def recipe_paths() -> dict[str, Path]:

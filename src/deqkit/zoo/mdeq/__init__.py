@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ...train.config import deq_kwargs
 from .cell import MDEQCell
 from .model import MDEQClassifier, MDEQConfig
 
@@ -11,12 +10,12 @@ __all__ = ["MDEQCell", "MDEQClassifier", "MDEQConfig", "build"]
 _DATA_KEYS = ("in_channels", "num_classes")
 
 
-def build(model_cfg: dict, deq_cfg: dict, data_info: dict) -> MDEQClassifier:
+def build(model_cfg: dict, deq_options: dict, data_info: dict) -> MDEQClassifier:
     """Build an MDEQ classifier from a recipe's ``model`` and ``deq`` sections.
 
     Args:
         model_cfg: :class:`MDEQConfig` fields (a ``name`` key, if present, is ignored).
-        deq_cfg: the recipe's ``deq`` section (see :func:`deqkit.train.config.deq_kwargs`).
+        deq_options: keyword arguments of ``dk.DEQ`` (solver, backward, tol, max_iter, ...).
         data_info: at least ``in_channels`` and ``num_classes`` (any image size works: each
             lower resolution is half the one above, rounded up).
 
@@ -37,5 +36,5 @@ def build(model_cfg: dict, deq_cfg: dict, data_info: dict) -> MDEQClassifier:
         config,
         data_info["in_channels"],
         data_info["num_classes"],
-        **deq_kwargs(deq_cfg),
+        **deq_options,
     )
