@@ -27,13 +27,11 @@ from typing import ClassVar
 
 import torch
 
-from ._validate import check_choice, check_float, check_int
+from ._validate import check_int
+from .options import ImplicitOptions, PhantomOptions
 from .shine import BroydenInverse
 from .solvers import (
-    DEFAULTS,
-    STOP_MODES,
     Solution,
-    Solver,
     SolverError,
     Status,
     iterate,
@@ -91,7 +89,7 @@ class Backward:
 
 
 @dataclass(frozen=True)
-class Implicit(Backward):
+class Implicit(ImplicitOptions, Backward):
     """Exact implicit (IFT) gradients through a matrix-free adjoint solve.
 
     Args:
@@ -110,17 +108,11 @@ class Implicit(Backward):
     4.0
     """
 
-    solver: str | Solver = "anderson"
-    tol: float = 1e-6
-    max_iter: int = 50
-    stop_mode: str = DEFAULTS["stop_mode"]
     name: ClassVar[str] = "implicit"
 
     def __post_init__(self):
         make_solver(self.solver)
-        check_float("Implicit.tol", self.tol, minimum=0.0, strict_min=True)
-        check_int("Implicit.max_iter", self.max_iter, minimum=1)
-        check_choice("Implicit.stop_mode", self.stop_mode, STOP_MODES)
+        super().__post_init__()
 
     def attach(self, f, z_star, solution, on_failure):
         z_leaf = z_star.detach().requires_grad_()
@@ -158,7 +150,7 @@ class Implicit(Backward):
 
 
 @dataclass(frozen=True)
-class Phantom(Backward):
+class Phantom(PhantomOptions, Backward):
     """Phantom gradient: differentiate k damped steps z ← (1 − τ)z + τf(z) taken from z*.
 
     Args:
@@ -169,13 +161,7 @@ class Phantom(Backward):
     Phantom(steps=3, damping=0.5)
     """
 
-    steps: int = 5
-    damping: float = 1.0
     name: ClassVar[str] = "phantom"
-
-    def __post_init__(self):
-        check_int("Phantom.steps", self.steps, minimum=1)
-        check_float("Phantom.damping", self.damping, minimum=0.0, maximum=1.0, strict_min=True)
 
     def attach(self, f, z_star, solution, on_failure):
         z = z_star.detach()

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from .. import backward as _torch_backward
-from .._validate import check_choice, check_float, check_int
-from .solvers import DEFAULTS, Solver, iterate, make_solver
-from .solvers.base import STOP_MODES, report_failure
+from ..options import ImplicitOptions, PhantomOptions
+from .solvers import Solver, iterate, make_solver
+from .solvers.base import report_failure
 
 __all__ = ["BACKWARDS", "Backward", "Implicit", "OneStep", "Phantom", "Unrolled", "make_backward"]
 
@@ -35,7 +35,7 @@ class Backward:
 
 
 @dataclass(frozen=True)
-class Implicit(Backward):
+class Implicit(ImplicitOptions, Backward):
     """Exact implicit (IFT) gradients through a matrix-free adjoint solve u = g + Jᵀu.
 
     The output is z* itself; its custom VJP solves the adjoint fixed point with vector–Jacobian
@@ -57,17 +57,11 @@ class Implicit(Backward):
     4.0
     """
 
-    solver: Any = "anderson"
-    tol: float = 1e-6
-    max_iter: int = 50
-    stop_mode: str = DEFAULTS["stop_mode"]
     name: ClassVar[str] = "implicit"
 
     def __post_init__(self):
         object.__setattr__(self, "solver", make_solver(self.solver))
-        check_float("Implicit.tol", self.tol, minimum=0.0, strict_min=True)
-        check_int("Implicit.max_iter", self.max_iter, minimum=1)
-        check_choice("Implicit.stop_mode", self.stop_mode, STOP_MODES)
+        super().__post_init__()
 
     def attach(self, fn, z_star, consts, on_failure):
         return _implicit(fn, self, on_failure, z_star, tuple(consts))
@@ -110,7 +104,7 @@ _implicit.defvjp(_implicit_fwd, _implicit_bwd)
 
 
 @dataclass(frozen=True)
-class Phantom(Backward):
+class Phantom(PhantomOptions, Backward):
     """Phantom gradient: differentiate k damped steps z ← (1 − τ)z + τf(z) taken from z*.
 
     Args:
@@ -121,13 +115,7 @@ class Phantom(Backward):
     Phantom(steps=3, damping=0.5)
     """
 
-    steps: int = 5
-    damping: float = 1.0
     name: ClassVar[str] = "phantom"
-
-    def __post_init__(self):
-        check_int("Phantom.steps", self.steps, minimum=1)
-        check_float("Phantom.damping", self.damping, minimum=0.0, maximum=1.0, strict_min=True)
 
     def attach(self, fn, z_star, consts, on_failure):
         z = z_star

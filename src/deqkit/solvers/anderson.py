@@ -14,13 +14,13 @@ from typing import ClassVar
 
 import torch
 
-from .._validate import check_float, check_int
+from ..options import AndersonOptions
 from ._buffers import write_slot
 from .base import Evaluate, Solver
 
 
 @dataclass(frozen=True)
-class Anderson(Solver):
+class Anderson(AndersonOptions, Solver):
     """Anderson acceleration.
 
     Args:
@@ -37,15 +37,7 @@ class Anderson(Solver):
     ('CONVERGED', 10.0, True)
     """
 
-    m: int = 5
-    lam: float = 1e-4
-    damping: float = 1.0
     name: ClassVar[str] = "anderson"
-
-    def __post_init__(self):
-        check_int("Anderson.m", self.m, minimum=1)
-        check_float("Anderson.lam", self.lam, minimum=0.0)
-        check_float("Anderson.damping", self.damping, minimum=0.0, maximum=1.0, strict_min=True)
 
     def init(self, z: torch.Tensor, fz: torch.Tensor):
         batch, width = z.shape

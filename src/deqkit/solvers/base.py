@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 from .._validate import check_choice, check_float, check_int
+from ..options import STOP_MODES
 
 __all__ = [
     "DEFAULTS",
@@ -36,7 +37,6 @@ __all__ = [
 
 Evaluate = Callable[[torch.Tensor], torch.Tensor]
 
-STOP_MODES = ("rel", "abs")
 
 #: Defaults shared by ``solve``, ``fixed_point``, ``DEQ`` and the JAX backend.
 DEFAULTS = {

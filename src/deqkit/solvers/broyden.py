@@ -12,13 +12,13 @@ from typing import ClassVar
 
 import torch
 
-from .._validate import check_bool, check_int
+from ..options import BroydenOptions
 from ._buffers import bounded_step_search, write_slot
 from .base import Evaluate, Solver
 
 
 @dataclass(frozen=True)
-class Broyden(Solver):
+class Broyden(BroydenOptions, Solver):
     """Limited-memory Broyden root finder.
 
     Args:
@@ -34,15 +34,7 @@ class Broyden(Solver):
     ('CONVERGED', 0.333333)
     """
 
-    memory: int = 30
-    line_search: bool = False
-    max_halvings: int = 4
     name: ClassVar[str] = "broyden"
-
-    def __post_init__(self):
-        check_int("Broyden.memory", self.memory, minimum=1)
-        check_bool("Broyden.line_search", self.line_search)
-        check_int("Broyden.max_halvings", self.max_halvings, minimum=0)
 
     def init(self, z: torch.Tensor, fz: torch.Tensor):
         batch, width = z.shape

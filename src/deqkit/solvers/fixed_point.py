@@ -7,12 +7,12 @@ from typing import ClassVar
 
 import torch
 
-from .._validate import check_float
+from ..options import FixedPointOptions
 from .base import Evaluate, Solver
 
 
 @dataclass(frozen=True)
-class FixedPoint(Solver):
+class FixedPoint(FixedPointOptions, Solver):
     """Damped Picard iteration. Converges for contractions; the baseline for everything else.
 
     Args:
@@ -24,11 +24,7 @@ class FixedPoint(Solver):
     2.0
     """
 
-    damping: float = 1.0
     name: ClassVar[str] = "fixed_point"
-
-    def __post_init__(self):
-        check_float("FixedPoint.damping", self.damping, minimum=0.0, maximum=1.0, strict_min=True)
 
     def init(self, z: torch.Tensor, fz: torch.Tensor) -> None:
         return None

@@ -11,15 +11,13 @@ from typing import ClassVar
 
 import torch
 
-from .._validate import check_bool, check_choice, check_float, check_int
+from ..options import NewtonKrylovOptions
 from ._buffers import bounded_step_search, write_slot
 from .base import Evaluate, Solver
 
-JVP_MODES = ("autodiff", "finite_difference")
-
 
 @dataclass(frozen=True)
-class NewtonKrylov(Solver):
+class NewtonKrylov(NewtonKrylovOptions, Solver):
     """Newton's method with a matrix-free GMRES inner solve.
 
     Args:
@@ -36,19 +34,7 @@ class NewtonKrylov(Solver):
     ('CONVERGED', 0.333333)
     """
 
-    krylov_dim: int = 20
-    krylov_tol: float = 1e-4
-    line_search: bool = True
-    max_halvings: int = 4
-    jvp: str = "autodiff"
     name: ClassVar[str] = "newton_krylov"
-
-    def __post_init__(self):
-        check_int("NewtonKrylov.krylov_dim", self.krylov_dim, minimum=1)
-        check_float("NewtonKrylov.krylov_tol", self.krylov_tol, minimum=0.0, strict_min=True)
-        check_bool("NewtonKrylov.line_search", self.line_search)
-        check_int("NewtonKrylov.max_halvings", self.max_halvings, minimum=0)
-        check_choice("NewtonKrylov.jvp", self.jvp, JVP_MODES)
 
     def init(self, z, fz):
         return None

@@ -13,12 +13,12 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from ..._validate import check_float, check_int
+from ...options import AndersonOptions
 from .base import Solver
 
 
 @dataclass(frozen=True)
-class Anderson(Solver):
+class Anderson(AndersonOptions, Solver):
     """Anderson acceleration.
 
     Args:
@@ -35,15 +35,7 @@ class Anderson(Solver):
     (0, 10.0, True)
     """
 
-    m: int = 5
-    lam: float = 1e-4
-    damping: float = 1.0
     name: ClassVar[str] = "anderson"
-
-    def __post_init__(self):
-        check_int("Anderson.m", self.m, minimum=1)
-        check_float("Anderson.lam", self.lam, minimum=0.0)
-        check_float("Anderson.damping", self.damping, minimum=0.0, maximum=1.0, strict_min=True)
 
     def init(self, z, fz):
         batch, width = z.shape

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import jax.numpy as jnp
 
-from ..._validate import check_bool, check_int
+from ...options import BroydenOptions
 from ._loops import bounded_step_search
 from .base import Solver
 
@@ -28,7 +28,7 @@ def _times_inv(us, vs, x):
 
 
 @dataclass(frozen=True)
-class Broyden(Solver):
+class Broyden(BroydenOptions, Solver):
     """Limited-memory Broyden root finder.
 
     Args:
@@ -45,15 +45,7 @@ class Broyden(Solver):
     (0, 0.33333)
     """
 
-    memory: int = 30
-    line_search: bool = False
-    max_halvings: int = 4
     name: ClassVar[str] = "broyden"
-
-    def __post_init__(self):
-        check_int("Broyden.memory", self.memory, minimum=1)
-        check_bool("Broyden.line_search", self.line_search)
-        check_int("Broyden.max_halvings", self.max_halvings, minimum=0)
 
     def init(self, z, fz):
         batch, width = z.shape

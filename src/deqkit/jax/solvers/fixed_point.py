@@ -7,12 +7,12 @@ from typing import ClassVar
 
 import jax.numpy as jnp
 
-from ..._validate import check_float
+from ...options import FixedPointOptions
 from .base import Solver
 
 
 @dataclass(frozen=True)
-class FixedPoint(Solver):
+class FixedPoint(FixedPointOptions, Solver):
     """Damped Picard iteration. Converges for contractions; the baseline for everything else.
 
     Args:
@@ -25,11 +25,7 @@ class FixedPoint(Solver):
     2.0
     """
 
-    damping: float = 1.0
     name: ClassVar[str] = "fixed_point"
-
-    def __post_init__(self):
-        check_float("FixedPoint.damping", self.damping, minimum=0.0, maximum=1.0, strict_min=True)
 
     def init(self, z, fz):
         return None
