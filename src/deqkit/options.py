@@ -5,6 +5,7 @@ record and add only their algorithm, so one configuration means the same thing e
 This module imports neither torch nor jax.
 
 >>> import deqkit as dk
+>>> from deqkit.options import AndersonOptions
 >>> isinstance(dk.Anderson(m=3), AndersonOptions), AndersonOptions(m=3).lam
 (True, 0.0001)
 >>> AndersonOptions(m=0)
