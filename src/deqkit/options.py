@@ -4,14 +4,13 @@ record and add only their algorithm, so one configuration means the same thing e
 
 This module imports neither torch nor jax.
 
+>>> AndersonOptions(m=3)
+AndersonOptions(m=3, lam=0.0001, damping=1.0)
 >>> import deqkit as dk
->>> from deqkit.options import AndersonOptions
->>> isinstance(dk.Anderson(m=3), AndersonOptions), AndersonOptions(m=3).lam
-(True, 0.0001)
->>> AndersonOptions(m=0)
+>>> dk.Anderson(m=0)  # the backend class reports its own name
 Traceback (most recent call last):
 ...
-ValueError: AndersonOptions.m must be >= 1, got 0
+ValueError: Anderson.m must be >= 1, got 0
 """
 
 from __future__ import annotations
