@@ -42,7 +42,21 @@ def _flat_map(f: Callable, spec: StateSpec, device_type: str) -> Callable:
             out = f(spec.unflatten(z))
         return spec.flatten_like(out, "f(z)", cast=cast)
 
-    return flat_f
+    plain = (
+        not cast and spec.treespec.is_leaf() and spec.dtypes[0] in (torch.float32, torch.float64)
+    )
+    if not plain:
+        return flat_f
+    shape, dtype = spec.shapes[0], spec.dtypes[0]
+
+    def flat_tensor_f(z: torch.Tensor) -> torch.Tensor:
+        # A plain float32/64 tensor state (the common case): no pytree walk per call.
+        out = f(z.reshape(shape))
+        if type(out) is not torch.Tensor or out.shape != shape or out.dtype != dtype:
+            return spec.flatten_like(out, "f(z)")  # other types are checked, or rejected, there
+        return out.reshape(z.shape)
+
+    return flat_tensor_f
 
 
 def _prepare(z0: Any, what: str = "z0") -> tuple[torch.Tensor, StateSpec]:

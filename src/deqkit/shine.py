@@ -75,7 +75,12 @@ class InverseRecorder(Solver):
         some_frozen = not bool(active.all())
         if some_frozen and self._frozen is None:
             # Broyden writes its ring buffers in place: copy before this step overwrites them.
-            self._frozen = (memory[0].clone(), memory[1].clone())
+            # Slots not yet written are uninitialised; zero them, a zero term being no term, as
+            # the frozen samples' estimate is later read up to the batch's (larger) rank.
+            us, vs = memory[0].clone(), memory[1].clone()
+            us[:, memory[2] :] = 0.0
+            vs[:, memory[2] :] = 0.0
+            self._frozen = (us, vs)
         z_new, fz_new, memory = self.inner.step(evaluate, z, fz, memory, active)
         if self._frozen is not None:
             keep = active.view(-1, 1, 1)

@@ -3,8 +3,13 @@
 Each step mixes the last ``m`` iterates with weights α (Σα = 1) minimising ‖Σ αᵢ gᵢ‖, where
 gᵢ = f(xᵢ) − xᵢ (Walker & Ni, SIAM J. Numer. Anal. 2011). The small Gram system is kept up to
 date incrementally (one new row per step), regularised relative to its own scale so that a
-nearly collinear history cannot blow up, and solved in at least float32; a sample whose system
-is still singular falls back to a plain damped step instead of producing NaN.
+nearly collinear history cannot blow up, and solved in float64; a sample whose system is still
+singular falls back to a plain damped step instead of producing NaN.
+
+The m × m systems are solved on the host with NumPy: a batched LAPACK call through PyTorch, plus
+the dozen tiny tensor operations around it, costs more than a whole pass over the state on a
+CPU. When autograd records the solve (unrolled backward) the same arithmetic runs in PyTorch so
+that gradients flow through the weights.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from ..options import AndersonOptions
@@ -43,16 +49,21 @@ class Anderson(AndersonOptions, Solver):
         batch, width = z.shape
         # The history keeps gᵢ = f(xᵢ) − xᵢ and yᵢ = xᵢ + τgᵢ, so that mixing is a single pass
         # (Σαᵢyᵢ) and the ring buffer is never reordered: the weights are computed on the Gram
-        # matrix in slot order, which permutes α along with the slots.
-        ys = z.new_zeros(batch, self.m, width)
-        gs = z.new_zeros(batch, self.m, width)
-        gram = z.new_zeros(batch, self.m, self.m)
+        # matrix in slot order, which permutes α along with the slots. Unwritten slots are never
+        # read, so the buffers start uninitialised.
+        ys = z.new_empty(batch, self.m, width)
+        gs = z.new_empty(batch, self.m, width)
+        if _recording(z, fz):
+            gram = z.new_zeros(batch, self.m, self.m)
+        else:
+            gram = np.zeros((batch, self.m, self.m))
         return self._push((ys, gs, gram, 0), z, fz)
 
     def _push(self, memory, x, fx):
         ys, gs, gram, count = memory
         slot = count % self.m
-        if torch.is_grad_enabled() and (gs.requires_grad or fx.requires_grad or x.requires_grad):
+        filled = min(count + 1, self.m)
+        if _recording(gs, fx, x):
             g = fx - x
             gs = write_slot(gs, slot, g)
         else:
@@ -60,26 +71,16 @@ class Anderson(AndersonOptions, Solver):
             g = torch.sub(fx, x, out=gs[:, slot])
         ys = write_slot(ys, slot, fx if self.damping == 1.0 else torch.lerp(x, fx, self.damping))
         # Row-vector form: on CPU 2x faster than bmm(gs, g[:, :, None]).
-        row = torch.bmm(g.unsqueeze(1), gs.transpose(1, 2)).squeeze(1)
-        gram = write_slot(write_slot(gram, slot, row, dim=1), slot, row, dim=2)
+        row = torch.bmm(g.unsqueeze(1), gs[:, :filled].transpose(1, 2)).squeeze(1)
+        if isinstance(gram, np.ndarray):
+            row = row.cpu().numpy()
+            gram[:, slot, :filled] = row
+            gram[:, :filled, slot] = row
+        else:
+            gram = gram.clone()
+            gram[:, slot, :filled] = row
+            gram[:, :filled, slot] = row
         return ys, gs, gram, count + 1
-
-    def _weights(self, gram: torch.Tensor, newest: int) -> torch.Tensor:
-        k = gram.shape[-1]
-        work = gram if gram.dtype in (torch.float32, torch.float64) else gram.float()
-        scale = work.diagonal(dim1=1, dim2=2).amin(dim=1).clamp_min(torch.finfo(work.dtype).tiny)
-        system = work + (self.lam * scale)[:, None, None] * torch.eye(
-            k, dtype=work.dtype, device=work.device
-        )
-        ones = torch.ones(work.shape[0], k, 1, dtype=work.dtype, device=work.device)
-        y, info = torch.linalg.solve_ex(system, ones)
-        alpha = y.squeeze(2)
-        alpha = alpha / alpha.sum(dim=1, keepdim=True)
-        # A zero sum gives Inf/NaN, so finiteness also covers it.
-        ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
-        fallback = torch.zeros_like(alpha)
-        fallback[:, newest] = 1.0
-        return torch.where(ok[:, None], alpha, fallback).to(gram.dtype)
 
     def step(self, evaluate: Evaluate, z, fz, memory, active):
         ys, gs, gram, count = memory
@@ -88,7 +89,57 @@ class Anderson(AndersonOptions, Solver):
             z_new = torch.lerp(z, fz, self.damping) if self.damping != 1.0 else fz
         else:
             # Until the ring wraps, slots 0..k-1 hold the history; afterwards all m slots do.
-            alpha = self._weights(gram[:, :k, :k], (count - 1) % self.m)
+            newest = (count - 1) % self.m
+            if isinstance(gram, np.ndarray):
+                alpha = _host_weights(gram[:, :k, :k], newest, self.lam)
+                alpha = torch.from_numpy(alpha).to(device=ys.device, dtype=ys.dtype)
+            else:
+                alpha = _torch_weights(gram[:, :k, :k], newest, self.lam)
             z_new = torch.bmm(alpha.unsqueeze(1), ys[:, :k]).squeeze(1)
         fz_new = evaluate(z_new)
         return z_new, fz_new, self._push(memory, z_new, fz_new)
+
+
+def _recording(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _host_weights(gram: np.ndarray, newest: int, lam: float) -> np.ndarray:
+    """α (B, k) from the Gram matrices (B, k, k), in float64 on the host."""
+    batch, k, _ = gram.shape
+    scale = np.maximum(gram.diagonal(axis1=1, axis2=2).min(axis=1), np.finfo(np.float64).tiny)
+    system = gram + (lam * scale)[:, None, None] * np.eye(k)
+    with np.errstate(all="ignore"):
+        try:
+            alpha = np.linalg.solve(system, np.ones((batch, k, 1)))[..., 0]
+        except np.linalg.LinAlgError:  # some sample's system is singular: solve one by one
+            alpha = np.full((batch, k), np.nan)
+            for i in range(batch):
+                try:
+                    alpha[i] = np.linalg.solve(system[i], np.ones(k))
+                except np.linalg.LinAlgError:
+                    pass
+        alpha = alpha / alpha.sum(axis=1, keepdims=True)
+    # A zero sum gives Inf/NaN, so finiteness also covers it.
+    ok = np.isfinite(alpha).all(axis=1)
+    if not ok.all():
+        alpha[~ok] = 0.0
+        alpha[~ok, newest] = 1.0
+    return alpha
+
+
+def _torch_weights(gram: torch.Tensor, newest: int, lam: float) -> torch.Tensor:
+    """α (B, k) from the Gram matrices, differentiable (used while autograd records)."""
+    k = gram.shape[-1]
+    work = gram if gram.dtype in (torch.float32, torch.float64) else gram.float()
+    scale = work.diagonal(dim1=1, dim2=2).amin(dim=1).clamp_min(torch.finfo(work.dtype).tiny)
+    eye = torch.eye(k, dtype=work.dtype, device=work.device)
+    system = work + (lam * scale)[:, None, None] * eye
+    ones = torch.ones(work.shape[0], k, 1, dtype=work.dtype, device=work.device)
+    y, info = torch.linalg.solve_ex(system, ones)
+    alpha = y.squeeze(2)
+    alpha = alpha / alpha.sum(dim=1, keepdim=True)
+    ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
+    fallback = torch.zeros_like(alpha)
+    fallback[:, newest] = 1.0
+    return torch.where(ok[:, None], alpha, fallback).to(gram.dtype)

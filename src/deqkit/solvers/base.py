@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from .._validate import check_choice, check_float, check_int
@@ -168,6 +169,25 @@ def residuals(z: torch.Tensor, fz: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return abs_res, abs_res / scale
 
 
+def _host_residuals(z: torch.Tensor, fz: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`residuals` as host arrays, from one device-to-host copy.
+
+    The loop's per-sample bookkeeping (a few dozen operations on (B,) vectors) runs in NumPy: on
+    a CPU a PyTorch call on a tiny tensor costs 5–15 µs of dispatch, which for a small cell adds
+    up to a sizeable fraction of one f-evaluation; on a GPU the loop synchronises once per
+    iteration either way. Computed in the state's dtype (float32 at least), like the solvers.
+    """
+    with torch.no_grad():
+        norms = torch.stack(
+            (torch.linalg.vector_norm(fz - z, dim=1), torch.linalg.vector_norm(fz, dim=1))
+        )
+        if norms.dtype not in (torch.float32, torch.float64):
+            norms = norms.float()
+        abs_res, scale = norms.cpu().numpy()
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return abs_res, abs_res / np.maximum(scale, np.finfo(scale.dtype).tiny)
+
+
 def _select(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.view(-1, *([1] * (new.dim() - 1))), new, old)
 
@@ -202,6 +222,7 @@ def iterate(
     check_float("divergence_ratio", divergence_ratio, minimum=1.0, strict_min=True)
     if z0.dim() != 2:
         raise ValueError(f"solvers take a (B, D) matrix, got shape {tuple(z0.shape)}")
+    device = z0.device
     nfev = 0
     # Frozen samples are evaluated at their frozen iterate, whatever the solver proposes for them,
     # so f (which may couple samples, e.g. through batch statistics) never sees them move.
@@ -214,63 +235,84 @@ def iterate(
             z = _select(frozen[0], z, frozen[1])
         return fn(z)
 
+    def on_device(mask: np.ndarray) -> torch.Tensor:
+        return torch.tensor(mask, device=device)
+
     pick_rel = stop_mode == "rel"
     z = z0
     fz = evaluate(z)
-    abs_r, rel_r = residuals(z, fz)
+    abs_r, rel_r = _host_residuals(z, fz)
     res = rel_r if pick_rel else abs_r
-    finite = torch.isfinite(abs_r)
-    diverge_at = divergence_ratio * abs_r.clamp_min(torch.finfo(abs_r.dtype).tiny)
-    best_z, best_res, best_abs, best_rel = z, res, abs_r, rel_r
+    finite = np.isfinite(abs_r)
+    diverge_at = divergence_ratio * np.maximum(abs_r, np.finfo(abs_r.dtype).tiny)
+    best_res, best_abs, best_rel = res, abs_r, rel_r
     converged = finite & (res <= tol)
     nonfinite = ~finite
-    diverged = torch.zeros_like(finite)
+    diverged = np.zeros_like(finite)
     active = ~(converged | nonfinite)
-    nstep = torch.ones(z.shape[0], dtype=torch.long, device=z.device)
+    nstep = np.ones(z.shape[0], dtype=np.int64)
     history = [res] if trace else None
     sample_at = sorted(set(sample_at))
     states = [z] if 1 in sample_at else []
     batch = z.shape[0]
     n_active = int(active.sum())
+    active_t = on_device(active)
+    # The solver works on its own iterates (z, fz) for every sample. A stopped sample's frozen
+    # iterate and its best iterate are kept apart (``frozen_z``, ``kept_best``) and written only
+    # when samples stop, so per iteration no (B, D) select runs except f's frozen-input one.
+    best_z = frozen_z = kept_best = z
     memory = solver.init(z, fz) if n_active else None
     k = 1
     while n_active and k < max_iter:
-        frozen = None if n_active == batch else (active, z)
-        z_new, fz_new, memory = solver.step(evaluate, z, fz, memory, active)
+        frozen = None if n_active == batch else (active_t, frozen_z)
+        z_new, fz_new, memory = solver.step(evaluate, z, fz, memory, active_t)
         k += 1
-        abs_n, rel_n = residuals(z_new, fz_new)
+        abs_n, rel_n = _host_residuals(z_new, fz_new)
         res_n = rel_n if pick_rel else abs_n
-        finite = torch.isfinite(abs_n)
+        if n_active == batch and ((res_n > tol) & (res_n < best_res) & (abs_n <= diverge_at)).all():
+            # Fast path: every sample moved, improved and goes on (NaN fails each comparison).
+            nstep += 1
+            best_z, best_res, best_abs, best_rel = z_new, res_n, abs_n, rel_n
+            if history is not None:
+                history.append(res_n)
+            if k in sample_at:
+                states.append(z_new)
+            z, fz = z_new, fz_new
+            continue
+        finite = np.isfinite(abs_n)
         update = active & finite
         improved = update & (res_n < best_res)
         now_converged = update & (res_n <= tol)
         now_nonfinite = active & ~finite
         now_diverged = update & (abs_n > diverge_at)
+        stopped = now_converged | now_nonfinite | now_diverged
         nstep += active
         converged |= now_converged
         nonfinite |= now_nonfinite
         diverged |= now_diverged
-        active = active & ~(now_converged | now_nonfinite | now_diverged)
-        # One host sync per iteration decides everything below: in the common case (every
-        # sample moved and improved) the (B, D) selects reduce to rebinding names.
-        all_update, all_improved, n_active = torch.stack(
-            (update.all(), improved.all(), active.sum())
-        ).tolist()
-        if all_update:
-            z, fz = z_new, fz_new
-        else:
-            z, fz = _select(update, z_new, z), _select(update, fz_new, fz)
-        if all_improved:
-            best_z, best_res, best_abs, best_rel = z, res_n, abs_n, rel_n
-        else:
-            best_z = _select(improved, z, best_z)
-            best_res = torch.where(improved, res_n, best_res)
-            best_abs = torch.where(improved, abs_n, best_abs)
-            best_rel = torch.where(improved, rel_n, best_rel)
+        if (improved | ~active).all():
+            best_z = z_new
+        elif improved.any():
+            best_z = _select(on_device(improved), z_new, best_z)
+        best_res = np.where(improved, res_n, best_res)
+        best_abs = np.where(improved, abs_n, best_abs)
+        best_rel = np.where(improved, rel_n, best_rel)
         if history is not None:
-            history.append(res_n if all_update else torch.where(update, res_n, history[-1]))
+            history.append(np.where(update, res_n, history[-1]))
+        if stopped.any():
+            # A sample that turned NaN/Inf freezes at its last finite iterate.
+            frozen_z = _select(on_device(stopped & finite), z_new, frozen_z)
+            if now_nonfinite.any():
+                frozen_z = _select(on_device(now_nonfinite), z, frozen_z)
+            kept_best = _select(on_device(stopped), best_z, kept_best)
+            active = active & ~stopped
+            n_active = int(active.sum())
+            active_t = on_device(active)
         if k in sample_at:
-            states.append(z)
+            states.append(_select(active_t, z_new, frozen_z) if n_active < batch else z_new)
+        z, fz = z_new, fz_new
+    if n_active < batch:
+        best_z = _select(on_device(~active), kept_best, best_z)
     if nonfinite.any():
         status = Status.NONFINITE
     elif diverged.any():
@@ -279,17 +321,21 @@ def iterate(
         status = Status.CONVERGED
     else:
         status = Status.MAX_ITER
+
+    def to_torch(values: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(values)).to(device)
+
     return Solution(
         z=best_z,
         status=status,
-        converged=converged,
-        nstep=nstep,
-        residual=best_res,
-        abs_residual=best_abs,
-        rel_residual=best_rel,
+        converged=to_torch(converged),
+        nstep=to_torch(nstep),
+        residual=to_torch(best_res),
+        abs_residual=to_torch(best_abs),
+        rel_residual=to_torch(best_rel),
         nfev=nfev,
         stop_mode=stop_mode,
         tol=float(tol),
-        trace=torch.stack(history, dim=1) if history is not None else None,
+        trace=to_torch(np.stack(history, axis=1)) if history is not None else None,
         states=states if sample_at else None,
     )

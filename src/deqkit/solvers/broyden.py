@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from ..options import BroydenOptions
@@ -41,8 +42,9 @@ class Broyden(BroydenOptions, Solver):
         g = fz - z
         # Memory: U, V, the update count, g(z) and the next direction −J⁻¹g(z) for the current
         # z. Carrying the last two means a step passes over U and V four times, not six.
-        # J⁻¹ = −I at the start, so the first direction is g itself.
-        us, vs = z.new_zeros(batch, self.memory, width), z.new_zeros(batch, self.memory, width)
+        # J⁻¹ = −I at the start, so the first direction is g itself. Unwritten slots of U and V
+        # are never read, so they start uninitialised.
+        us, vs = z.new_empty(batch, self.memory, width), z.new_empty(batch, self.memory, width)
         return us, vs, 0, g, g
 
     # Products with the (B, k, D) memory are written with row vectors, (B, 1, ·) @ (B, ·, ·):
@@ -80,23 +82,44 @@ class Broyden(BroydenOptions, Solver):
             dz = direction
         g_new = fz_new - z_new
         dg = g_new - g
-        inv_g_new = self._inv_times(us, vs, k, g_new)
-        inv_dg = inv_g_new + direction  # J⁻¹g = −direction, so J⁻¹Δg = J⁻¹g_new + direction
+        # With H ≈ J⁻¹ the update is H += u vᵀ, v = Hᵀdz, u = (dz − H dg) / (vᵀdg), and
+        # H dg = H g_new + direction, because direction = −H g. Writing d = −H g_new:
+        # u = (dz − direction + d) / (vᵀdg), and the next direction is −(H + u vᵀ) g_new.
+        d = -self._inv_times(us, vs, k, g_new)
         v = self._times_inv(us, vs, k, dz)
-        denom = (v * dg).sum(dim=1, keepdim=True)
-        eps = torch.finfo(z.dtype).eps
-        tiny = eps * dz.norm(dim=1, keepdim=True) * dg.norm(dim=1, keepdim=True)
-        usable = (denom.abs() > tiny) & torch.isfinite(denom)
-        safe = torch.where(usable, denom, torch.ones_like(denom))
-        u = torch.where(usable, (dz - inv_dg) / safe, 0.0)
-        u = torch.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0)
-        v = torch.where(usable, v, 0.0)
+        numer = d if dz is direction else d + (dz - direction)
         slot = count % self.memory
-        # The next direction −(J⁻¹ + u vᵀ − u_old v_oldᵀ) g_new, from what is at hand; the term
-        # in the slot about to be overwritten drops out once the ring is full.
-        step_next = inv_g_new + u * (v * g_new).sum(dim=1, keepdim=True)
-        if count >= self.memory:
-            u_old, v_old = us[:, slot], vs[:, slot]
-            step_next = step_next - u_old * (v_old * g_new).sum(dim=1, keepdim=True)
+        full = count >= self.memory
+        # The per-sample scalars go to the host in one copy; the rest of the logic is NumPy.
+        dots = [torch.linalg.vecdot(v, dg), torch.linalg.vecdot(v, g_new)]
+        dots += [torch.linalg.vector_norm(dz, dim=1), torch.linalg.vector_norm(dg, dim=1)]
+        if full:  # the term in the slot about to be overwritten leaves the estimate
+            dots.append(torch.linalg.vecdot(vs[:, slot], g_new))
+        host = torch.stack(dots).detach()
+        host = (host if host.dtype in (torch.float32, torch.float64) else host.float()).cpu()
+        denom, v_g, dz_norm, dg_norm = host.numpy()[:4]
+        tiny = np.finfo(denom.dtype).eps * dz_norm * dg_norm
+        usable = (np.abs(denom) > tiny) & np.isfinite(denom)
+        scale = np.where(usable, 1.0 / np.where(usable, denom, 1.0), 0.0).astype(denom.dtype)
+        if _recording(numer, v, dg):  # keep 1/(vᵀdg) differentiable for unrolled backward
+            keep = torch.from_numpy(usable).to(z.device)
+            scale_t = keep.to(v.dtype) / torch.where(keep, dots[0], torch.ones_like(dots[0]))
+            u = numer * scale_t[:, None]
+            next_direction = d - u * dots[1][:, None]
+        else:
+            coeffs = torch.from_numpy(np.stack((scale, -scale * v_g))).to(z.device, z.dtype)
+            u = numer * coeffs[0, :, None]
+            next_direction = torch.addcmul(d, numer, coeffs[1, :, None])
+        if full:
+            a_old = torch.from_numpy(host.numpy()[4]).to(z.device, z.dtype)
+            next_direction = torch.addcmul(next_direction, us[:, slot], a_old[:, None])
+        if not usable.all():  # no update for these samples: v must not carry NaN/Inf into U Vᵀ
+            keep = torch.from_numpy(usable).to(z.device)[:, None]
+            v = torch.where(keep, v, 0.0)
+            u = torch.where(keep, torch.nan_to_num(u), 0.0)
         us, vs = write_slot(us, slot, u), write_slot(vs, slot, v)
-        return z_new, fz_new, (us, vs, count + 1, g_new, step_next.neg())
+        return z_new, fz_new, (us, vs, count + 1, g_new, next_direction)
+
+
+def _recording(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
