@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..options import AndersonOptions
-from ._buffers import write_slot
+from ._buffers import history_buffer, release, write_slot
 from .base import Evaluate, Solver
 
 
@@ -46,18 +46,20 @@ class Anderson(AndersonOptions, Solver):
     name: ClassVar[str] = "anderson"
 
     def init(self, z: torch.Tensor, fz: torch.Tensor):
-        batch, width = z.shape
+        batch = z.shape[0]
         # The history keeps gᵢ = f(xᵢ) − xᵢ and yᵢ = xᵢ + τgᵢ, so that mixing is a single pass
         # (Σαᵢyᵢ) and the ring buffer is never reordered: the weights are computed on the Gram
         # matrix in slot order, which permutes α along with the slots. Unwritten slots are never
         # read, so the buffers start uninitialised.
-        ys = z.new_empty(batch, self.m, width)
-        gs = z.new_empty(batch, self.m, width)
+        ys, gs = history_buffer(z, self.m), history_buffer(z, self.m)
         if _recording(z, fz):
             gram = z.new_zeros(batch, self.m, self.m)
         else:
             gram = np.zeros((batch, self.m, self.m))
         return self._push((ys, gs, gram, 0), z, fz)
+
+    def release(self, memory):
+        release(memory[0], memory[1])
 
     def _push(self, memory, x, fx):
         ys, gs, gram, count = memory

@@ -156,6 +156,9 @@ class Solver(abc.ABC):
         return views of buffers the solver writes into) later.
         """
 
+    def release(self, memory: Any) -> None:
+        """Called once after the last step; may hand buffers in ``memory`` back for reuse."""
+
 
 def residuals(z: torch.Tensor, fz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample ``(‖f(z) − z‖, ‖f(z) − z‖ / ‖f(z)‖)`` over all state elements.
@@ -311,6 +314,8 @@ def iterate(
         if k in sample_at:
             states.append(_select(active_t, z_new, frozen_z) if n_active < batch else z_new)
         z, fz = z_new, fz_new
+    if memory is not None:
+        solver.release(memory)
     if n_active < batch:
         best_z = _select(on_device(~active), kept_best, best_z)
     if nonfinite.any():

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..options import BroydenOptions
-from ._buffers import bounded_step_search, write_slot
+from ._buffers import bounded_step_search, history_buffer, release, write_slot
 from .base import Evaluate, Solver
 
 
@@ -38,26 +38,28 @@ class Broyden(BroydenOptions, Solver):
     name: ClassVar[str] = "broyden"
 
     def init(self, z: torch.Tensor, fz: torch.Tensor):
-        batch, width = z.shape
         g = fz - z
         # Memory: U, V, the update count, g(z) and the next direction −J⁻¹g(z) for the current
         # z. Carrying the last two means a step passes over U and V four times, not six.
         # J⁻¹ = −I at the start, so the first direction is g itself. Unwritten slots of U and V
         # are never read, so they start uninitialised.
-        us, vs = z.new_empty(batch, self.memory, width), z.new_empty(batch, self.memory, width)
+        us, vs = history_buffer(z, self.memory), history_buffer(z, self.memory)
         return us, vs, 0, g, g
+
+    def release(self, memory):
+        release(memory[0], memory[1])
 
     # Products with the (B, k, D) memory are written with row vectors, (B, 1, ·) @ (B, ·, ·):
     # on CPU this runs 2-2.5x faster than the equivalent column form (B, ·, ·) @ (B, ·, 1).
 
     @staticmethod
-    def _inv_times(us, vs, k, x):
-        """J⁻¹ x = −x + U (Vᵀ x)."""
+    def _neg_inv_times(us, vs, k, x):
+        """−J⁻¹ x = x − U (Vᵀ x)."""
         if k == 0:
-            return -x
+            return x
         row = x.unsqueeze(1)
         coeff = torch.bmm(row, vs[:, :k].transpose(1, 2))
-        return (torch.bmm(coeff, us[:, :k]) - row).squeeze(1)
+        return torch.baddbmm(row, coeff, us[:, :k], alpha=-1).squeeze(1)
 
     @staticmethod
     def _times_inv(us, vs, k, x):
@@ -66,7 +68,7 @@ class Broyden(BroydenOptions, Solver):
             return -x
         row = x.unsqueeze(1)
         coeff = torch.bmm(row, us[:, :k].transpose(1, 2))
-        return (torch.bmm(coeff, vs[:, :k]) - row).squeeze(1)
+        return torch.baddbmm(row, coeff, vs[:, :k], beta=-1).squeeze(1)
 
     def step(self, evaluate: Evaluate, z, fz, memory, active):
         us, vs, count, g, direction = memory
@@ -85,7 +87,7 @@ class Broyden(BroydenOptions, Solver):
         # With H ≈ J⁻¹ the update is H += u vᵀ, v = Hᵀdz, u = (dz − H dg) / (vᵀdg), and
         # H dg = H g_new + direction, because direction = −H g. Writing d = −H g_new:
         # u = (dz − direction + d) / (vᵀdg), and the next direction is −(H + u vᵀ) g_new.
-        d = -self._inv_times(us, vs, k, g_new)
+        d = self._neg_inv_times(us, vs, k, g_new)
         v = self._times_inv(us, vs, k, dz)
         numer = d if dz is direction else d + (dz - direction)
         slot = count % self.memory
@@ -95,29 +97,39 @@ class Broyden(BroydenOptions, Solver):
         dots += [torch.linalg.vector_norm(dz, dim=1), torch.linalg.vector_norm(dg, dim=1)]
         if full:  # the term in the slot about to be overwritten leaves the estimate
             dots.append(torch.linalg.vecdot(vs[:, slot], g_new))
-        host = torch.stack(dots).detach()
-        host = (host if host.dtype in (torch.float32, torch.float64) else host.float()).cpu()
+        host = torch.stack(dots)
+        if host.requires_grad or host.dtype not in (torch.float32, torch.float64):
+            host = host.detach().float()
+        host = host.cpu()
         denom, v_g, dz_norm, dg_norm = host.numpy()[:4]
         tiny = np.finfo(denom.dtype).eps * dz_norm * dg_norm
         usable = (np.abs(denom) > tiny) & np.isfinite(denom)
-        scale = np.where(usable, 1.0 / np.where(usable, denom, 1.0), 0.0).astype(denom.dtype)
-        if _recording(numer, v, dg):  # keep 1/(vᵀdg) differentiable for unrolled backward
-            keep = torch.from_numpy(usable).to(z.device)
-            scale_t = keep.to(v.dtype) / torch.where(keep, dots[0], torch.ones_like(dots[0]))
-            u = numer * scale_t[:, None]
-            next_direction = d - u * dots[1][:, None]
-        else:
-            coeffs = torch.from_numpy(np.stack((scale, -scale * v_g))).to(z.device, z.dtype)
-            u = numer * coeffs[0, :, None]
-            next_direction = torch.addcmul(d, numer, coeffs[1, :, None])
-        if full:
-            a_old = torch.from_numpy(host.numpy()[4]).to(z.device, z.dtype)
-            next_direction = torch.addcmul(next_direction, us[:, slot], a_old[:, None])
-        if not usable.all():  # no update for these samples: v must not carry NaN/Inf into U Vᵀ
+        if _recording(numer, v, dg, us, vs):
+            # Unrolled backward: the same update, differentiable through 1 / (vᵀdg).
             keep = torch.from_numpy(usable).to(z.device)[:, None]
+            inv_denom = keep.to(v.dtype) / torch.where(keep, dots[0][:, None], 1.0)
+            u = torch.where(keep, numer * inv_denom, 0.0)
             v = torch.where(keep, v, 0.0)
-            u = torch.where(keep, torch.nan_to_num(u), 0.0)
-        us, vs = write_slot(us, slot, u), write_slot(vs, slot, v)
+            next_direction = d - u * (v * g_new).sum(dim=1, keepdim=True)
+            if full:
+                next_direction = next_direction + us[:, slot] * dots[4][:, None]
+            us, vs = write_slot(us, slot, u), write_slot(vs, slot, v)
+            return z_new, fz_new, (us, vs, count + 1, g_new, next_direction)
+        scale = np.where(usable, 1.0 / np.where(usable, denom, 1.0), 0.0)
+        coeffs = [scale, np.where(usable, -scale * v_g, 0.0)]
+        if full:  # the term in the slot about to be overwritten leaves the estimate
+            coeffs.append(host.numpy()[4])
+        coeffs = torch.from_numpy(np.stack(coeffs)).to(z.device, z.dtype)[:, :, None]
+        next_direction = torch.addcmul(d, numer, coeffs[1])
+        if full:
+            next_direction.addcmul_(us[:, slot], coeffs[2])
+        torch.mul(numer, coeffs[0], out=us[:, slot])  # u, straight into its slot
+        if usable.all():
+            vs[:, slot].copy_(v)
+        else:  # no update for these samples: no NaN/Inf may enter U Vᵀ
+            keep = torch.from_numpy(usable).to(z.device)[:, None]
+            vs[:, slot] = torch.where(keep, v, 0.0)
+            us[:, slot] = torch.where(keep, us[:, slot].nan_to_num(), 0.0)
         return z_new, fz_new, (us, vs, count + 1, g_new, next_direction)
 
 
