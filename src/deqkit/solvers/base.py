@@ -156,7 +156,7 @@ class Solver(abc.ABC):
         return views of buffers the solver writes into) later.
         """
 
-    def release(self, memory: Any) -> None:
+    def release(self, memory: Any) -> None:  # noqa: B027 (optional hook, no-op by default)
         """Called once after the last step; may hand buffers in ``memory`` back for reuse."""
 
 
