@@ -58,6 +58,10 @@ class Anderson(AndersonOptions, Solver):
             gram = np.zeros((batch, self.m, self.m))
         return self._push((ys, gs, gram, 0), z, fz)
 
+    def residual(self, memory):
+        gs, count = memory[1], memory[3]
+        return gs[:, (count - 1) % self.m]
+
     def release(self, memory):
         release(memory[0], memory[1])
 

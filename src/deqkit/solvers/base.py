@@ -156,6 +156,11 @@ class Solver(abc.ABC):
         return views of buffers the solver writes into) later.
         """
 
+    def residual(self, memory: Any) -> torch.Tensor | None:
+        """``f(z) − z`` for the iterate the last step returned, when the solver has it at hand
+        (the loop then skips recomputing it); ``None`` otherwise."""
+        return None
+
     def release(self, memory: Any) -> None:  # noqa: B027 (optional hook, no-op by default)
         """Called once after the last step; may hand buffers in ``memory`` back for reuse."""
 
@@ -172,17 +177,22 @@ def residuals(z: torch.Tensor, fz: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return abs_res, abs_res / scale
 
 
-def _host_residuals(z: torch.Tensor, fz: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _host_residuals(
+    z: torch.Tensor, fz: torch.Tensor, diff: torch.Tensor | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`residuals` as host arrays, from one device-to-host copy.
 
     The loop's per-sample bookkeeping (a few dozen operations on (B,) vectors) runs in NumPy: on
     a CPU a PyTorch call on a tiny tensor costs 5–15 µs of dispatch, which for a small cell adds
     up to a sizeable fraction of one f-evaluation; on a GPU the loop synchronises once per
     iteration either way. Computed in the state's dtype (float32 at least), like the solvers.
+    ``diff``, when given, is ``fz − z`` already computed by the solver.
     """
     with torch.no_grad():
+        if diff is None:
+            diff = fz - z
         norms = torch.stack(
-            (torch.linalg.vector_norm(fz - z, dim=1), torch.linalg.vector_norm(fz, dim=1))
+            (torch.linalg.vector_norm(diff, dim=1), torch.linalg.vector_norm(fz, dim=1))
         )
         if norms.dtype not in (torch.float32, torch.float64):
             norms = norms.float()
@@ -270,7 +280,7 @@ def iterate(
         frozen = None if n_active == batch else (active_t, frozen_z)
         z_new, fz_new, memory = solver.step(evaluate, z, fz, memory, active_t)
         k += 1
-        abs_n, rel_n = _host_residuals(z_new, fz_new)
+        abs_n, rel_n = _host_residuals(z_new, fz_new, solver.residual(memory))
         res_n = rel_n if pick_rel else abs_n
         if n_active == batch and ((res_n > tol) & (res_n < best_res) & (abs_n <= diverge_at)).all():
             # Fast path: every sample moved, improved and goes on (NaN fails each comparison).

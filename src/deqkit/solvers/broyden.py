@@ -46,6 +46,9 @@ class Broyden(BroydenOptions, Solver):
         us, vs = history_buffer(z, self.memory), history_buffer(z, self.memory)
         return us, vs, 0, g, g
 
+    def residual(self, memory):
+        return memory[3]
+
     def release(self, memory):
         release(memory[0], memory[1])
 
