@@ -21,6 +21,7 @@ from typing import Any
 from ._validate import check_bool, check_choice, check_float, check_int
 
 __all__ = [
+    "BROYDEN_UPDATES",
     "JVP_MODES",
     "STOP_MODES",
     "AndersonOptions",
@@ -33,6 +34,7 @@ __all__ = [
 
 STOP_MODES = ("rel", "abs")
 JVP_MODES = ("autodiff", "finite_difference")
+BROYDEN_UPDATES = ("good", "bad")
 
 
 def _name(record: Any, field: str) -> str:
@@ -69,14 +71,17 @@ class AndersonOptions:
 
 @dataclass(frozen=True)
 class BroydenOptions:
-    """Limited-memory Broyden: ``memory`` rank-one terms, optional per-sample line search."""
+    """Limited-memory Broyden: ``memory`` rank-one terms, optional per-sample line search, and
+    the secant ``update``: "good" (Broyden's first method) or "bad" (his second method)."""
 
     memory: int = 30
     line_search: bool = False
     max_halvings: int = 4
+    update: str = "bad"
 
     def __post_init__(self):
         check_int(_name(self, "memory"), self.memory, minimum=1)
+        check_choice(_name(self, "update"), self.update, BROYDEN_UPDATES)
         check_bool(_name(self, "line_search"), self.line_search)
         check_int(_name(self, "max_halvings"), self.max_halvings, minimum=0)
 

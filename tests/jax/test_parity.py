@@ -16,6 +16,7 @@ CASES = {
     "fixed_point": (dk.FixedPoint(), "anderson", "abs"),
     "anderson": (dk.Anderson(m=5), "broyden", "rel"),
     "broyden": (dk.Broyden(line_search=True), "fixed_point", "rel"),
+    "broyden_bad": (dk.Broyden(update="bad", memory=4), dk.Broyden(update="bad"), "abs"),
     "newton_krylov": (dk.NewtonKrylov(krylov_dim=6), "newton_krylov", "rel"),
 }
 OPTS = {"tol": 1e-12, "max_iter": 100}

@@ -18,7 +18,7 @@ def make_solver(spec: str | Solver) -> Solver:
     """Turn a solver name or options object into a solver.
 
     >>> make_solver("broyden")
-    Broyden(memory=30, line_search=False, max_halvings=4)
+    Broyden(memory=30, line_search=False, max_halvings=4, update='bad')
     """
     if isinstance(spec, Solver):
         return spec

@@ -1,8 +1,11 @@
-"""Limited-memory Broyden's (good) method for the root of g(z) = f(z) − z.
+"""Limited-memory Broyden's method for the root of g(z) = f(z) − z.
 
 The inverse Jacobian of g is kept as J⁻¹ ≈ −I + U Vᵀ with at most ``memory`` rank-one terms in a
 ring buffer (Broyden 1965; the DEQ papers use the same form). Memory is fixed by the option, not
-by max_iter, so long solves cost no more memory than short ones.
+by max_iter, so long solves cost no more memory than short ones. Both of Broyden's secant updates
+are available: "good" (his first method, the one the DEQ papers and TorchDEQ use) and "bad" (his
+second method, the least change in J⁻¹), which skips two of the four products with U and V per
+step.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class Broyden(BroydenOptions, Solver):
         memory: number of rank-one updates kept (oldest dropped first).
         line_search: per-sample backtracking on ‖f(z) − z‖ (costs extra f-evaluations).
         max_halvings: backtracking trials per step when ``line_search`` is on.
+        update: "good" (v = J⁻ᵀΔz, Broyden's first method) or "bad" (v = Δg, his second
+            method, cheaper per step).
 
     Converges where plain iteration diverges:
 
@@ -87,41 +92,54 @@ class Broyden(BroydenOptions, Solver):
             dz = direction
         g_new = fz_new - z_new
         dg = g_new - g
-        # With H ≈ J⁻¹ the update is H += u vᵀ, v = Hᵀdz, u = (dz − H dg) / (vᵀdg), and
-        # H dg = H g_new + direction, because direction = −H g. Writing d = −H g_new:
-        # u = (dz − direction + d) / (vᵀdg), and the next direction is −(H + u vᵀ) g_new.
+        # With H ≈ J⁻¹ the update is H += u vᵀ with u = (dz − H dg) / (vᵀdg), where v = Hᵀdz
+        # ("good", Broyden's first method) or v = dg ("bad", his second method). Since
+        # direction = −H g, H dg = H g_new + direction; writing d = −H g_new, the numerator is
+        # dz − direction + d, and the next direction is −(H + u vᵀ) g_new.
         d = self._neg_inv_times(us, vs, k, g_new)
-        v = self._times_inv(us, vs, k, dz)
         numer = d if dz is direction else d + (dz - direction)
         slot = count % self.memory
         full = count >= self.memory
         # The per-sample scalars go to the host in one copy; the rest of the logic is NumPy.
-        dots = [torch.linalg.vecdot(v, dg), torch.linalg.vecdot(v, g_new)]
-        dots += [torch.linalg.vector_norm(dz, dim=1), torch.linalg.vector_norm(dg, dim=1)]
+        if self.update == "good":
+            v = self._times_inv(us, vs, k, dz)
+            dots = [torch.linalg.vecdot(v, dg), torch.linalg.vecdot(v, g_new)]
+            dots += [torch.linalg.vector_norm(dz, dim=1), torch.linalg.vector_norm(dg, dim=1)]
+        else:
+            v = dg
+            dots = [torch.linalg.vector_norm(dg, dim=1), torch.linalg.vecdot(dg, g_new)]
         if full:  # the term in the slot about to be overwritten leaves the estimate
             dots.append(torch.linalg.vecdot(vs[:, slot], g_new))
         host = torch.stack(dots)
         if host.requires_grad or host.dtype not in (torch.float32, torch.float64):
             host = host.detach().float()
-        host = host.cpu()
-        denom, v_g, dz_norm, dg_norm = host.numpy()[:4]
-        tiny = np.finfo(denom.dtype).eps * dz_norm * dg_norm
-        usable = (np.abs(denom) > tiny) & np.isfinite(denom)
+        host = host.cpu().numpy()
+        with np.errstate(all="ignore"):
+            if self.update == "good":
+                denom, v_g, dz_norm, dg_norm = host[:4]
+                tiny = np.finfo(denom.dtype).eps * dz_norm * dg_norm
+                usable = (np.abs(denom) > tiny) & np.isfinite(denom)
+                denom_t = dots[0]
+            else:
+                dg_norm, v_g = host[:2]
+                denom = dg_norm * dg_norm
+                usable = (denom > np.finfo(denom.dtype).tiny) & np.isfinite(denom)
+                denom_t = dots[0].square()
+            scale = np.where(usable, 1.0 / np.where(usable, denom, 1.0), 0.0)
+            coeffs = [scale, np.where(usable, -scale * v_g, 0.0)]
         if _recording(numer, v, dg, us, vs):
             # Unrolled backward: the same update, differentiable through 1 / (vᵀdg).
             keep = torch.from_numpy(usable).to(z.device)[:, None]
-            inv_denom = keep.to(v.dtype) / torch.where(keep, dots[0][:, None], 1.0)
+            inv_denom = keep.to(v.dtype) / torch.where(keep, denom_t[:, None], 1.0)
             u = torch.where(keep, numer * inv_denom, 0.0)
             v = torch.where(keep, v, 0.0)
             next_direction = d - u * (v * g_new).sum(dim=1, keepdim=True)
             if full:
-                next_direction = next_direction + us[:, slot] * dots[4][:, None]
+                next_direction = next_direction + us[:, slot] * dots[-1][:, None]
             us, vs = write_slot(us, slot, u), write_slot(vs, slot, v)
             return z_new, fz_new, (us, vs, count + 1, g_new, next_direction)
-        scale = np.where(usable, 1.0 / np.where(usable, denom, 1.0), 0.0)
-        coeffs = [scale, np.where(usable, -scale * v_g, 0.0)]
-        if full:  # the term in the slot about to be overwritten leaves the estimate
-            coeffs.append(host.numpy()[4])
+        if full:
+            coeffs.append(host[-1])
         coeffs = torch.from_numpy(np.stack(coeffs)).to(z.device, z.dtype)[:, :, None]
         next_direction = torch.addcmul(d, numer, coeffs[1])
         if full:

@@ -1,4 +1,4 @@
-"""Limited-memory Broyden's (good) method for the root of g(z) = f(z) − z; twin of the torch one.
+"""Limited-memory Broyden (first or second method) for the root of g(z) = f(z) − z; torch twin.
 
 The inverse Jacobian of g is kept as J⁻¹ ≈ −I + U Vᵀ with at most ``memory`` rank-one terms in a
 ring buffer. Unused slots hold zeros, so products over the whole buffer equal those over the
@@ -35,6 +35,7 @@ class Broyden(BroydenOptions, Solver):
         memory: number of rank-one updates kept (oldest dropped first).
         line_search: per-sample backtracking on ‖f(z) − z‖ (costs extra f-evaluations).
         max_halvings: backtracking trials per step when ``line_search`` is on.
+        update: "good" (Broyden's first method) or "bad" (his second method).
 
     Converges where plain iteration diverges:
 
@@ -65,15 +66,20 @@ class Broyden(BroydenOptions, Solver):
             fz_new, nfev = fn(z_new), jnp.asarray(1, jnp.int32)
         dz = z_new - z
         dg = (fz_new - z_new) - g
-        v = _times_inv(us, vs, dz)
         inv_dg = _inv_times(us, vs, dg)
-        denom = (v * dg).sum(axis=1, keepdims=True)
-        tiny = (
-            jnp.finfo(z.dtype).eps
-            * jnp.linalg.norm(dz, axis=1, keepdims=True)
-            * jnp.linalg.norm(dg, axis=1, keepdims=True)
-        )
-        usable = (jnp.abs(denom) > tiny) & jnp.isfinite(denom)
+        if self.update == "good":
+            v = _times_inv(us, vs, dz)
+            denom = (v * dg).sum(axis=1, keepdims=True)
+            tiny = (
+                jnp.finfo(z.dtype).eps
+                * jnp.linalg.norm(dz, axis=1, keepdims=True)
+                * jnp.linalg.norm(dg, axis=1, keepdims=True)
+            )
+            usable = (jnp.abs(denom) > tiny) & jnp.isfinite(denom)
+        else:  # Broyden's second method: least change in the inverse, v = Δg
+            v = dg
+            denom = jnp.linalg.norm(dg, axis=1, keepdims=True) ** 2
+            usable = (denom > jnp.finfo(z.dtype).tiny) & jnp.isfinite(denom)
         safe = jnp.where(usable, denom, 1.0)
         u = jnp.where(usable, (dz - inv_dg) / safe, 0.0)
         u = jnp.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0)
