@@ -53,7 +53,7 @@ def targets(
                 )
             )
     for (prob, solver), pair in pairs.items():
-        if prob in "bc":
+        if prob in "bc" and solver in ("fixed_point", "anderson", "broyden"):
             over = pair["deqkit"].overhead
             out.append(
                 (
