@@ -79,7 +79,7 @@ class Anderson(AndersonOptions, Solver):
         # Row-vector form: on CPU 2x faster than bmm(gs, g[:, :, None]).
         row = torch.bmm(g.unsqueeze(1), gs[:, :filled].transpose(1, 2)).squeeze(1)
         if isinstance(gram, np.ndarray):
-            row = row.cpu().numpy()
+            row = row.to("cpu", torch.float64).numpy()
             gram[:, slot, :filled] = row
             gram[:, :filled, slot] = row
         else:
