@@ -51,11 +51,11 @@ def release(*buffers: torch.Tensor) -> None:
     for buf in buffers:
         if buf.device.type != "cpu" or buf.requires_grad or buf._base is not None:
             continue
+        if buf.nbytes > POOL_BYTES:
+            continue
         held = sum(b.nbytes for kept in pool.values() for b in kept)
-        if held + buf.nbytes > POOL_BYTES:
+        if held + buf.nbytes > POOL_BYTES:  # make room the simple way: forget the rest
             pool.clear()
-            if buf.nbytes > POOL_BYTES:
-                continue
         key = (tuple(buf.shape), buf.dtype, buf.is_inference())
         pool.setdefault(key, []).append(buf)
 

@@ -1,0 +1,68 @@
+"""The pool of solver history buffers: reuse never changes results, never shares a live buffer."""
+
+import torch
+
+import deqkit as dk
+from deqkit.solvers import _buffers
+from deqkit.solvers._buffers import clear_pool, history_buffer, release
+
+F64 = torch.float64
+
+
+def _tanh_map(seed):
+    gen = torch.Generator().manual_seed(seed)
+    w = 0.8 * torch.linalg.qr(torch.randn(8, 8, generator=gen, dtype=F64))[0]
+    x = torch.randn(3, 8, generator=gen, dtype=F64)
+    return lambda z: torch.tanh(z @ w.T + x)
+
+
+def test_reused_buffers_give_bitwise_identical_solves():
+    f = _tanh_map(0)
+    clear_pool()
+    z0 = torch.zeros(3, 8, dtype=F64)
+    for solver in (dk.Anderson(), dk.Broyden(), dk.Broyden(update="good")):
+        first = dk.solve(f, z0, solver, tol=1e-10)
+        again = dk.solve(f, z0, solver, tol=1e-10)  # runs on the buffers the first released
+        assert torch.equal(first.z, again.z) and first.nfev == again.nfev
+
+
+def test_nested_solves_do_not_share_buffers():
+    """A solve inside f (same shapes, same solver) must get buffers of its own."""
+    inner_f = _tanh_map(1)
+    z0 = torch.zeros(3, 8, dtype=F64)
+    clear_pool()
+    inner = dk.solve(inner_f, z0, "broyden", tol=1e-12).z
+
+    def outer(z):
+        return 0.5 * torch.tanh(z) + dk.solve(inner_f, z0, "broyden", tol=1e-12).z
+
+    nested = dk.solve(outer, z0, "broyden", tol=1e-10)
+    plain = dk.solve(lambda z: 0.5 * torch.tanh(z) + inner, z0, "broyden", tol=1e-10)
+    torch.testing.assert_close(nested.z, plain.z, atol=1e-10, rtol=0)
+
+
+def test_pool_hands_out_each_buffer_once_and_only_without_autograd():
+    like = torch.zeros(2, 5)
+    clear_pool()
+    with torch.no_grad():
+        a = history_buffer(like, 3)
+        release(a)
+        assert history_buffer(like, 3) is a
+        assert history_buffer(like, 3) is not a  # taken already
+        release(a[:, :1])  # views are never pooled
+        assert history_buffer(like, 3) is not a
+    release(a)  # autograd recording: nothing is kept
+    with torch.no_grad():
+        assert history_buffer(like, 3) is not a
+
+
+def test_pool_is_bounded(monkeypatch):
+    monkeypatch.setattr(_buffers, "POOL_BYTES", 1000)
+    clear_pool()
+    with torch.no_grad():
+        small, big = torch.empty(10, 10), torch.empty(20, 20)  # 400 and 1600 bytes
+        release(small)
+        release(big)  # larger than the bound: not kept
+        held = sum(b.nbytes for kept in _buffers._pool().values() for b in kept)
+        assert held == 400
+    clear_pool()
