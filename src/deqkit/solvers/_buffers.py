@@ -65,13 +65,18 @@ def clear_pool() -> None:
     _pool().clear()
 
 
+def recording(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records operations on any of ``tensors`` (an unrolled solve)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def write_slot(buf: torch.Tensor, slot: int, value: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Write ``value`` into ``buf`` at index ``slot`` along ``dim``.
 
     In place when nothing needs a gradient (the fast path of every forward solve); on a fresh copy
     when autograd is recording, so tensors saved by earlier iterations are never overwritten.
     """
-    if torch.is_grad_enabled() and (buf.requires_grad or value.requires_grad):
+    if recording(buf, value):
         buf = buf.clone()
     buf.select(dim, slot).copy_(value)
     return buf

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..options import AndersonOptions
-from ._buffers import history_buffer, release, write_slot
+from ._buffers import history_buffer, recording, release, write_slot
 from .base import Evaluate, Solver
 
 
@@ -52,7 +52,7 @@ class Anderson(AndersonOptions, Solver):
         # matrix in slot order, which permutes α along with the slots. Unwritten slots are never
         # read, so the buffers start uninitialised.
         ys, gs = history_buffer(z, self.m), history_buffer(z, self.m)
-        if _recording(z, fz):
+        if recording(z, fz):
             gram = z.new_zeros(batch, self.m, self.m)
         else:
             gram = np.zeros((batch, self.m, self.m))
@@ -69,7 +69,7 @@ class Anderson(AndersonOptions, Solver):
         ys, gs, gram, count = memory
         slot = count % self.m
         filled = min(count + 1, self.m)
-        if _recording(gs, fx, x):
+        if recording(gs, fx, x):
             g = fx - x
             gs = write_slot(gs, slot, g)
         else:
@@ -104,10 +104,6 @@ class Anderson(AndersonOptions, Solver):
             z_new = torch.bmm(alpha.unsqueeze(1), ys[:, :k]).squeeze(1)
         fz_new = evaluate(z_new)
         return z_new, fz_new, self._push(memory, z_new, fz_new)
-
-
-def _recording(*tensors: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _host_weights(gram: np.ndarray, newest: int, lam: float) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..options import BroydenOptions
-from ._buffers import bounded_step_search, history_buffer, release, write_slot
+from ._buffers import bounded_step_search, history_buffer, recording, release, write_slot
 from .base import Evaluate, Solver
 
 
@@ -127,7 +127,7 @@ class Broyden(BroydenOptions, Solver):
                 denom_t = dots[0].square()
             scale = np.where(usable, 1.0 / np.where(usable, denom, 1.0), 0.0)
             coeffs = [scale, np.where(usable, -scale * v_g, 0.0)]
-        if _recording(numer, v, dg, us, vs):
+        if recording(numer, v, dg, us, vs):
             # Unrolled backward: the same update, differentiable through 1 / (vᵀdg).
             keep = torch.from_numpy(usable).to(z.device)[:, None]
             inv_denom = keep.to(v.dtype) / torch.where(keep, denom_t[:, None], 1.0)
@@ -152,7 +152,3 @@ class Broyden(BroydenOptions, Solver):
             vs[:, slot] = torch.where(keep, v, 0.0)
             us[:, slot] = torch.where(keep, us[:, slot].nan_to_num(), 0.0)
         return z_new, fz_new, (us, vs, count + 1, g_new, next_direction)
-
-
-def _recording(*tensors: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
