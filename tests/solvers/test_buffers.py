@@ -1,4 +1,5 @@
-"""The pool of solver history buffers: reuse never changes results, never shares a live buffer."""
+"""Solver hooks: the pool of history buffers (`release`: reuse never changes results, never shares
+a live buffer) and the residual hand-off (`residual`: exactly f(z) − z of the returned iterate)."""
 
 import torch
 
@@ -66,3 +67,17 @@ def test_pool_is_bounded(monkeypatch):
         held = sum(b.nbytes for kept in _buffers._pool().values() for b in kept)
         assert held == 400
     clear_pool()
+
+
+def test_solver_residual_hook_is_f_minus_z_of_the_returned_iterate():
+    """The loop trusts ``Solver.residual``: it must be exactly f(z) − z of what step returned."""
+    f = _tanh_map(2)
+    z0 = torch.zeros(3, 8, dtype=F64)
+    for solver in (dk.Anderson(m=3), dk.Broyden(), dk.Broyden(update="good", line_search=True)):
+        with torch.no_grad():
+            memory = solver.init(z0, f(z0))
+            z, fz = z0, f(z0)
+            active = torch.ones(3, dtype=torch.bool)
+            for _ in range(6):
+                z, fz, memory = solver.step(f, z, fz, memory, active)
+                torch.testing.assert_close(solver.residual(memory), fz - z, atol=0, rtol=0)
