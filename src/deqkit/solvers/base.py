@@ -34,6 +34,7 @@ __all__ = [
     "Status",
     "iterate",
     "residuals",
+    "to_host",
 ]
 
 Evaluate = Callable[[torch.Tensor], torch.Tensor]
@@ -177,6 +178,19 @@ def residuals(z: torch.Tensor, fz: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return abs_res, abs_res / scale
 
 
+def to_host(vectors: Sequence[torch.Tensor]) -> np.ndarray:
+    """Per-sample (B,) vectors as one (n, B) host array, in one device-to-host copy: detached,
+    in their own dtype when float32/float64, float32 otherwise.
+
+    >>> to_host([torch.ones(2), torch.zeros(2)]).tolist()
+    [[1.0, 1.0], [0.0, 0.0]]
+    """
+    stacked = torch.stack(vectors).detach()
+    if stacked.dtype not in (torch.float32, torch.float64):
+        stacked = stacked.float()
+    return stacked.cpu().numpy()
+
+
 def _host_residuals(
     z: torch.Tensor, fz: torch.Tensor, diff: torch.Tensor | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -191,12 +205,9 @@ def _host_residuals(
     with torch.no_grad():
         if diff is None:
             diff = fz - z
-        norms = torch.stack(
+        abs_res, scale = to_host(
             (torch.linalg.vector_norm(diff, dim=1), torch.linalg.vector_norm(fz, dim=1))
         )
-        if norms.dtype not in (torch.float32, torch.float64):
-            norms = norms.float()
-        abs_res, scale = norms.cpu().numpy()
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return abs_res, abs_res / np.maximum(scale, np.finfo(scale.dtype).tiny)
 

@@ -18,7 +18,7 @@ import torch
 
 from ..options import BroydenOptions
 from ._buffers import bounded_step_search, history_buffer, recording, release, write_slot
-from .base import Evaluate, Solver
+from .base import Evaluate, Solver, to_host
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,7 @@ class Broyden(BroydenOptions, Solver):
             dots = [torch.linalg.vector_norm(dg, dim=1), torch.linalg.vecdot(dg, g_new)]
         if full:  # the term in the slot about to be overwritten leaves the estimate
             dots.append(torch.linalg.vecdot(vs[:, slot], g_new))
-        host = torch.stack(dots)
-        if host.requires_grad or host.dtype not in (torch.float32, torch.float64):
-            host = host.detach().float()
-        host = host.cpu().numpy()
+        host = to_host(dots)
         with np.errstate(all="ignore"):
             if self.update == "good":
                 denom, v_g, dz_norm, dg_norm = host[:4]
