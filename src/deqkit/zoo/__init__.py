@@ -1,9 +1,11 @@
-"""The model zoo: one folder per published model, each with ``build()`` and YAML recipes.
+"""The model zoo: one folder per published model, each with ``build()``, ``TASK`` and recipes.
 
 Zoo code uses only the public ``deqkit`` API. A model package ``deqkit.zoo.<name>`` exposes
-``build(model_cfg, deq_options, data_info) -> nn.Module`` whose ``forward(x)`` returns
+``build(model_cfg, deq_options, data_info) -> nn.Module`` whose ``forward(inputs)`` returns
 ``(output, solution)``; ``deq_options`` are ``dk.DEQ`` keyword arguments (the trainer builds them
-from a recipe's ``deq`` section). Its recipes live in ``recipes/*.yaml`` beside it.
+from a recipe's ``deq`` section), and ``TASK``, the task it is trained on (a name of
+``deqkit.train.task.TASKS`` or a ``Task`` subclass). Its recipes live in ``recipes/*.yaml``.
+See ``deqkit/train/README.md``, "Adding a model to the trainer".
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-__all__ = ["MODELS", "build_model", "recipe_paths"]
+__all__ = ["MODELS", "build_model", "model_task", "recipe_paths"]
 
 #: Model name -> the package that builds it.
 MODELS = {"mdeq": "deqkit.zoo.mdeq"}
@@ -28,6 +30,20 @@ def build_model(name: str, model_cfg: dict, deq_options: dict, data_info: dict):
     if name not in MODELS:
         raise ValueError(f"unknown zoo model {name!r}; choose one of {sorted(MODELS)}")
     return importlib.import_module(MODELS[name]).build(model_cfg, deq_options, data_info)
+
+
+def model_task(name: str):
+    """The task a zoo model declares (its package's ``TASK``).
+
+    >>> model_task("mdeq")
+    'classification'
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown zoo model {name!r}; choose one of {sorted(MODELS)}")
+    package = importlib.import_module(MODELS[name])
+    if not hasattr(package, "TASK"):
+        raise ValueError(f"zoo model {name!r} declares no TASK in {MODELS[name]}")
+    return package.TASK
 
 
 def recipe_paths() -> dict[str, Path]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from .cell import MDEQCell
 from .model import MDEQClassifier, MDEQConfig
 
-__all__ = ["MDEQCell", "MDEQClassifier", "MDEQConfig", "build"]
+__all__ = ["TASK", "MDEQCell", "MDEQClassifier", "MDEQConfig", "build"]
+
+#: Trained as an image classifier (cross-entropy, accuracy).
+TASK = "classification"
 
 _DATA_KEYS = ("in_channels", "num_classes")
 
