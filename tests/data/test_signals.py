@@ -85,3 +85,26 @@ def test_unreadable_image_file_names_the_file(tmp_path):
     path.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="cannot read image .*broken.png"):
         load_signal("file", path=path)
+
+
+def test_the_trainer_source_gives_indexed_full_batches_and_grid_info():
+    from deqkit.data import data_source
+    from deqkit.data.registry import DataContext
+
+    source = data_source("signal")
+    options = source.options(signal="camera", resolution=8, split="generalization")
+    data = source.load(options, DataContext())
+    assert data.info == {
+        "name": "camera", "in_features": 2, "out_features": 1, "num_points": 16,
+        "grid": [8, 8], "test_grid": [4, 4],
+    }  # fmt: skip
+    index = data.train.train_indices(step=3, batch_size=10**6, seed=0)
+    assert sorted(index.tolist()) == list(range(16))  # full batch, shuffled
+    (coords, positions), values = data.train.batch(index)
+    assert torch.equal(positions, index) and coords.shape == (16, 2) and values.shape == (16, 1)
+    share = [data.train.train_indices(0, 10**6, 0, rank=r, world=3) for r in range(3)]
+    assert sum(len(s) for s in share) == 15 and not set(share[0].tolist()) & set(share[1].tolist())
+    with pytest.raises(ValueError, match="no validation split"):
+        source.load(options, DataContext(val_fraction=0.1))
+    with pytest.raises(ValueError, match="data.signal must be one of"):
+        source.options(signal="lena")

@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["SIGNALS", "SPLITS", "Signal", "load_signal"]
+from .loader import train_batch_indices
+from .registry import DataContext, DataSource, DataSplits
+
+__all__ = ["SIGNALS", "SOURCE", "SPLITS", "Signal", "SignalOptions", "SignalSet", "load_signal"]
 
 #: Signal names accepted by :func:`load_signal` (``file`` needs ``path``).
 SIGNALS = ("camera", "astronaut", "chirps", "file")
@@ -65,7 +68,8 @@ class Signal:
         """The sub-grid shape that ``train_index``/``test_index`` cover (for SSIM and pictures)."""
         if len(index) == len(self.coords):
             return self.grid
-        return tuple((n + 1 - o) // 2 for n, o in zip(self.grid, _offsets(self, index)))
+        offsets = _offsets(self, index)
+        return tuple((n + 1 - o) // 2 for n, o in zip(self.grid, offsets, strict=True))
 
 
 def _offsets(signal: Signal, index: torch.Tensor) -> tuple[int, ...]:
@@ -194,3 +198,87 @@ def load_signal(
         train, test = index[even].reshape(-1), index[odd].reshape(-1)
     label = name if path is None else f"file:{Path(path).name}"
     return Signal(label, coords, values, tuple(grid), train.clone(), test.clone())
+
+
+class SignalSet:
+    """The train or test samples of a :class:`Signal` as a trainer data set.
+
+    ``batch(i)`` returns ``((coords, i), values)``: the positions ``i`` inside this set key the
+    per-coordinate amortisation cache. A batch size at least the set's size means full batch
+    (every coordinate each step, the (Implicit)² setting).
+
+    >>> s = load_signal("camera", resolution=4)
+    >>> train = SignalSet(s, s.train_index)
+    >>> (coords, i), values = train.batch(torch.tensor([5, 0]))
+    >>> coords.shape, i.tolist(), values.shape, len(train.train_indices(0, 10**6, 0)), len(train)
+    (torch.Size([2, 2]), [5, 0], torch.Size([2, 1]), 16, 16)
+    """
+
+    def __init__(self, signal: Signal, index: torch.Tensor):
+        self.signal, self.index = signal, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def batch(self, index: torch.Tensor, generator: torch.Generator | None = None):
+        """Coordinates, their positions in this set, and the values at them."""
+        rows = self.index[index]
+        return (self.signal.coords[rows], index), self.signal.values[rows]
+
+    def train_indices(
+        self, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1
+    ) -> torch.Tensor:
+        """This rank's share of training batch ``step``; capped at the whole set."""
+        n = len(self)
+        size = min(batch_size, n - n % world)
+        return train_batch_indices(n, size, step, seed, rank, world)
+
+
+@dataclass(frozen=True)
+class SignalOptions:
+    """The recipe's ``data`` keys of the ``signal`` dataset (see :func:`load_signal`).
+
+    >>> SignalOptions(signal="astronaut").resolution
+    256
+    """
+
+    signal: str = "camera"
+    resolution: int = 256
+    split: str = "full"
+    path: str | None = None
+
+    def __post_init__(self):
+        if self.signal not in SIGNALS:
+            raise ValueError(f"data.signal must be one of {SIGNALS}, got {self.signal!r}")
+        if self.split not in SPLITS:
+            raise ValueError(f"data.split must be one of {SPLITS}, got {self.split!r}")
+        _check_resolution(self.resolution, 2)
+        if self.path is not None and not isinstance(self.path, str):
+            raise TypeError(f"data.path must be a string, got {self.path!r}")
+
+
+def _load(options: SignalOptions, context: DataContext) -> DataSplits:
+    if context.val_fraction:
+        raise ValueError(
+            "the signal dataset has no validation split: its test samples are the held-out "
+            f"coordinates (data.split); got data.val_fraction={context.val_fraction}"
+        )
+    signal = load_signal(options.signal, options.resolution, options.split, options.path)
+    info = {
+        "name": signal.name,
+        "in_features": signal.in_features,
+        "out_features": signal.channels,
+        "num_points": len(signal.train_index),
+        "grid": list(signal.grid),
+        "test_grid": list(signal.grid_of(signal.test_index)),
+    }
+    return DataSplits(SignalSet(signal, signal.train_index), SignalSet(signal, signal.test_index),
+                      info)  # fmt: skip
+
+
+#: The ``signal`` dataset of the trainer (``data: {name: signal, signal: camera, ...}``).
+SOURCE = DataSource(
+    load=_load,
+    options=SignalOptions,
+    description="one signal to fit: camera/astronaut (scikit-image), chirps (1-D), an image file",
+)
