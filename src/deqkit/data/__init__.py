@@ -47,6 +47,7 @@ DATASETS = {
     "digits": "deqkit.data.images:DIGITS",
     "mnist": "deqkit.data.images:MNIST",
     "cifar10": "deqkit.data.images:CIFAR10",
+    "signal": "deqkit.data.signals:SOURCE",
 }
 
 
