@@ -47,19 +47,26 @@ DATASETS = {
     "digits": "deqkit.data.images:DIGITS",
     "mnist": "deqkit.data.images:MNIST",
     "cifar10": "deqkit.data.images:CIFAR10",
+    "chains": "deqkit.data.graph_sets:CHAINS",
+    "karate": "deqkit.data.graph_sets:KARATE",
+    "communities": "deqkit.data.graph_sets:COMMUNITIES",
+    "chain_graphs": "deqkit.data.graph_sets:CHAIN_GRAPHS",
+    "planetoid": "deqkit.data.graph_sets:PLANETOID_SOURCE",
+    "ppi": "deqkit.data.graph_sets:PPI",
     "signal": "deqkit.data.signals:SOURCE",
 }
 
 
 def data_source(name: str) -> DataSource:
-    """The :class:`DataSource` of ``data.name`` (its options class and loader).
+    """The :class:`DataSource` of ``data.name``: a :data:`DATASETS` name, or
+    ``"package.module:ATTRIBUTE"`` for a dataset defined outside deqkit.
 
     >>> data_source("digits").options.__name__
     'ImageOptions'
     """
     from .registry import get_source
 
-    return get_source(name, DATASETS)
+    return get_source(name, {name: name, **DATASETS} if ":" in name else DATASETS)
 
 
 def load_dataset(name: str, root: str | Path | None = None) -> Splits:
