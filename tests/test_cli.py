@@ -34,7 +34,7 @@ def test_train_eval_plot(tiny, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["max_iter"] == 3 and result["fwd_nstep"] <= 3 and result["n"] == 360
     assert main(["eval", str(out)]) == 0
-    assert capsys.readouterr().out.startswith("test accuracy ")
+    assert capsys.readouterr().out.startswith("test acc ")
 
     assert main(["plot", str(out)]) == 0
     names = sorted(os.path.basename(p) for p in capsys.readouterr().out.split())
@@ -51,19 +51,25 @@ def test_train_eval_plot(tiny, tmp_path, capsys):
     assert last["lr"] == pytest.approx(0.5e-2)
 
 
-def test_recipes_lists_names_with_descriptions(capsys):
+def test_recipes_grouped_by_model_with_marks(capsys):
     assert main(["recipes"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    digits = [line for line in lines if line.startswith("mdeq-digits ")]
-    assert len(digits) == 1 and len(digits[0].split(None, 1)) == 2  # name and description
+    assert "mdeq:" in lines
+    digits = [line for line in lines if line.strip().startswith("mdeq-digits ")]
+    assert len(digits) == 1 and "[" not in digits[0] and "MDEQ" in digits[0]
+    cifar = [line for line in lines if line.strip().startswith("mdeq-cifar10 ")]
+    assert "local data" in cifar[0]
 
 
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--set", "optim.lrate=1"], "unknown override key 'optim.lrate'; valid optim keys: ["),
+        (["--set", "optim.lrate=1"], "unknown key 'optim.lrate'; valid optim keys: ["),
         (["--set", "data.name=mnist", "--set", "data.root=/no/such/dir"], "does not exist"),
         (["--set", "deq.solver=newton"], "deq.solver must be one of"),
+        (["--set", "optim.lr=inf"], "optim.lr must be a finite number, got inf"),
+        (["--set", "optim.lr=nan"], "optim.lr must be a finite number, got nan"),
+        (["--set", "model.colour=1"], "model 'tiny_model:build': unknown tiny model option"),
         (["--resume"], "checkpoint.pt does not exist"),
     ],
 )
@@ -71,7 +77,52 @@ def test_user_errors_are_one_clear_line(tiny, tmp_path, capsys, extra, message):
     code = main(["train", tiny, "--out", str(tmp_path / "r"), "--no-progress", *extra])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("deqkit: error: ") and message in err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()  # validated before the run directory is written
+
+
+def test_programming_errors_keep_their_traceback(tiny, tmp_path, monkeypatch):
+    import deqkit.train.loop as loop
+
+    def broken(*args, **kwargs):
+        return {}["acc"]
+
+    monkeypatch.setattr(loop, "run_step", broken)
+    with pytest.raises(KeyError):
+        main(["train", tiny, "--out", str(tmp_path / "r"), "--no-progress"])
+
+
+def test_run_directory_defects(tiny, tmp_path, capsys):
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    for out, message in ((afile, "is a file"), (afile / "sub", f"lies under the file {afile}")):
+        assert main(["train", tiny, "--out", str(out), "--no-progress"]) == 2
+        assert message in capsys.readouterr().err
+    out = tmp_path / "run"
+    args = ["train", tiny, "--out", str(out), "--no-progress", "--set", "train.steps=2"]
+    assert main(args) == 0
+    summary = (out / "summary.json").read_text()
+    capsys.readouterr()
+    assert main(args) == 2  # a second run into the same directory is refused
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "--force" in err
+    assert main(args + ["--resume"]) == 0  # a finished run resumes as a no-op
+    assert "nothing to resume" in capsys.readouterr().out
+    assert (out / "summary.json").read_text() == summary
+    assert len([r for r in (out / "metrics.jsonl").read_text().splitlines() if "eval" in r]) == 1
+    assert main(args + ["--force"]) == 0
+
+
+def test_eval_refuses_a_validation_split_the_run_never_had(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", tiny, "--out", str(out), "--no-progress", "--set", "train.steps=1"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--split", "val", "--set", "data.val_fraction=0.1"]) == 2
+    assert "trained on" in capsys.readouterr().err
+    assert main(["eval", str(out), "--split", "val"]) == 2
+    assert "no validation split" in capsys.readouterr().err
+    assert main(["bench", str(out), "--max-iter", "4,abc"]) == 2
+    assert "--max-iter must be comma-separated integers" in capsys.readouterr().err
 
 
 def test_unknown_recipe_and_corrupt_checkpoint(tmp_path, capsys):
@@ -91,7 +142,8 @@ def test_resume_with_a_different_model_is_a_clear_error(tiny, tmp_path, capsys):
     assert main(base) == 0
     capsys.readouterr()
     assert main(base + ["--set", "model.channels=6", "--resume"]) == 2
-    assert "holds a different model than this recipe builds" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not fit the model: shapes differ: inject.weight (4, 1, 3, 3)" in err
 
 
 def test_a_few_steps_of_the_shipped_digits_recipe(tmp_path, capsys):
@@ -130,5 +182,5 @@ def test_bench_compares_solvers_and_budgets(tiny, tmp_path, capsys):
         assert row["fwd_nstep"] <= row["max_iter"] and 0.0 <= row["acc"] <= 1.0
     assert main(args) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["solver", "max_iter", "accuracy", "fwd", "steps", "converged", "s"]
+    assert table[0].split() == ["solver", "max_iter", "acc", "fwd", "steps", "converged", "seconds"]
     assert len(table) == 3

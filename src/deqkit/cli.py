@@ -1,34 +1,40 @@
 """The ``deqkit`` command: ``train``, ``eval``, ``bench``, ``plot`` and ``recipes``.
 
 ``python -m deqkit ...`` and ``torchrun --nproc_per_node=N -m deqkit train ...`` run the same
-code. User errors (bad recipe key, missing data, corrupt checkpoint) print one clear line and
-exit with status 2.
+code. User errors (:class:`deqkit.train.errors.UserError`: a bad recipe key, missing data, a
+corrupt checkpoint, a run directory in the way) print one clear line (on rank 0 only) and exit
+with status 2; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 __all__ = ["main"]
 
-USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError)
-
 
 def _cmd_train(args) -> int:
-    from .train.config import load_config
     from .train.distributed import init_distributed
-    from .train.loop import train
+    from .train.loop import check_run_dir, train
+    from .train.recipe import load_config
 
     cfg = load_config(args.recipe, args.set)
     out = Path(args.out) if args.out else Path("runs") / Path(args.recipe).stem
-    if args.resume and not (out / "checkpoint.pt").is_file():
-        raise FileNotFoundError(f"--resume: {out / 'checkpoint.pt'} does not exist")
+    check_run_dir(out, args.resume, args.force)
     env = init_distributed(cfg.train.device)
     try:
-        summary = train(cfg, out, resume=args.resume, progress=not args.no_progress, env=env)
+        summary = train(
+            cfg,
+            out,
+            resume=args.resume,
+            force=args.force,
+            progress=not args.no_progress,
+            env=env,
+        )
     finally:
         env.close()
     if env.is_main:
@@ -46,7 +52,13 @@ def _cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        text = f"{result['split']} accuracy {result['acc']:.4f}  loss {result['loss']:.4f}  "
+        skip = {"split", "step", "task", "best", "max_iter", "n", "loss"}
+        skip |= {k for k in result if k.startswith("fwd_")}
+        metrics = [result["best"]] + [k for k in result if k not in skip and k != result["best"]]
+        text = f"{result['split']} " + "  ".join(
+            f"{k} {result[k]:.4f}" for k in metrics if isinstance(result.get(k), float)
+        )
+        text += f"  loss {result['loss']:.4f}  "
         if "fwd_nstep" in result:
             text += (
                 f"mean forward steps {result['fwd_nstep']:.2f} (max_iter {result['max_iter']})  "
@@ -59,10 +71,16 @@ def _cmd_eval(args) -> int:
 def _cmd_bench(args) -> int:
     import time
 
+    from .train.errors import ConfigError
     from .train.evaluate import evaluate_checkpoint
 
     solvers = [name.strip() for name in args.solvers.split(",") if name.strip()]
-    budgets = [int(k) for k in args.max_iter.split(",")] if args.max_iter else [None]
+    try:
+        budgets = [int(k) for k in args.max_iter.split(",")] if args.max_iter else [None]
+    except ValueError:
+        raise ConfigError(
+            f"--max-iter must be comma-separated integers, e.g. 4,8,16; got {args.max_iter!r}"
+        ) from None
     rows = []
     for solver in solvers:
         for budget in budgets:
@@ -77,14 +95,15 @@ def _cmd_bench(args) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
+    metric = rows[0]["best"]
     print(
-        f"{'solver':<14}{'max_iter':>9}{'accuracy':>10}{'fwd steps':>11}{'converged':>11}{'s':>8}"
+        f"{'solver':<14}{'max_iter':>9}{metric:>10}{'fwd steps':>11}{'converged':>11}{'seconds':>9}"
     )
     for row in rows:
         print(
-            f"{row['solver']:<14}{row['max_iter']:>9}{row['acc']:>10.4f}"
+            f"{row['solver']:<14}{row['max_iter']:>9}{row[metric]:>10.4f}"
             f"{row.get('fwd_nstep', float('nan')):>11.2f}"
-            f"{row.get('fwd_converged', float('nan')):>11.3f}{row['seconds']:>8.2f}"
+            f"{row.get('fwd_converged', float('nan')):>11.3f}{row['seconds']:>9.2f}"
         )
     return 0
 
@@ -97,23 +116,43 @@ def _cmd_plot(args) -> int:
     return 0
 
 
-def _recipe_description(path: Path) -> str:
-    import yaml
+def _recipe_row(path: Path) -> tuple[str, str, list[str]]:
+    """(model, description, marks) of a recipe file; marks: "GPU", "local data"."""
+    from .data import data_source
+    from .train.errors import UserError
+    from .train.recipe import read_recipe
 
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        return "(unreadable YAML)"
-    return str(raw.get("description", "")).strip() if isinstance(raw, dict) else ""
+        raw = read_recipe(path)
+    except UserError as exc:
+        return "?", f"(unreadable: {exc})", []
+    model = str((raw.get("model") or {}).get("name", "?"))
+    marks = []
+    if (raw.get("train") or {}).get("device") == "cuda":
+        marks.append("GPU")
+    data = raw.get("data") or {}
+    try:
+        if data_source(str(data.get("name", "digits"))).needs_root or data.get("root"):
+            marks.append("local data")
+    except (ValueError, TypeError):
+        marks.append("unknown dataset")
+    return model, " ".join(str(raw.get("description", "")).split()), marks
 
 
 def _cmd_recipes(args) -> int:
     from .zoo import recipe_paths
 
-    paths = recipe_paths()
-    width = max((len(n) for n in paths), default=0)
-    for name, path in sorted(paths.items()):
-        print(f"{name:<{width}}  {_recipe_description(Path(path))}")
+    rows: dict[str, list] = {}
+    for name, path in sorted(recipe_paths().items()):
+        model, description, marks = _recipe_row(Path(path))
+        rows.setdefault(model, []).append((name, description, marks))
+    width = max((len(n) for group in rows.values() for n, _, _ in group), default=0)
+    for model in sorted(rows):
+        print(f"{model}:")
+        for name, description, marks in rows[model]:
+            tag = f"[{', '.join(marks)}] " if marks else ""
+            print(f"  {name:<{width}}  {tag}{description}")
+    print("[GPU]: trains on train.device=cuda; [local data]: needs data.root (nothing downloads)")
     return 0
 
 
@@ -134,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", **override)
     p.add_argument("--out", help="run directory (default: runs/<recipe>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--force", action="store_true", help="replace a run already in <out>")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -159,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=_cmd_plot)
 
-    p = sub.add_parser("recipes", help="list the zoo's recipes")
+    p = sub.add_parser("recipes", help="list the zoo's recipes, grouped by model")
     p.set_defaults(func=_cmd_recipes)
     return parser
 
@@ -171,11 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     2
     """
     args = _parser().parse_args(argv)
-    from .train.checkpoint import CheckpointError
+    from .train.errors import UserError
 
     try:
         return args.func(args)
-    except (CheckpointError, *USAGE_ERRORS) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"deqkit: error: {message}", file=sys.stderr)
+    except UserError as exc:
+        # Under torchrun every rank meets the same error: one line is enough.
+        if os.environ.get("RANK", "0") == "0":
+            print(f"deqkit: error: {exc}", file=sys.stderr)
         return 2

@@ -47,8 +47,12 @@ def field_picture(prediction, target) -> np.ndarray:
     return side_by_side(*(np.nan_to_num(m / scale) for m in mags))
 
 
+_SOLVER = ("fwd_nstep", "fwd_residual", "fwd_converged", "bwd_nstep", "bwd_residual")
+_NOT_METRICS = {"kind", "step", "split", "n", "time", "lr", "pretrain", "skipped", "reason"}
+
+
 def _series(records: list[dict], key: str) -> tuple[list, list]:
-    pts = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+    pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -63,18 +67,27 @@ def _smooth(values: list[float], width: int) -> list[float]:
     return out
 
 
-def _curves(ax, train, evals, key, label):
-    steps, values = _series(train, key)
-    if values:
-        width = max(1, len(values) // 50)
-        ax.plot(steps, values, color="0.8", lw=0.8)
-        ax.plot(steps, _smooth(values, width), label=f"train {label}")
+def _phases(records: list[dict]) -> list[list[dict]]:
+    # Unrolled pretraining and solving are separate curves: smoothing across the switch would
+    # turn its step change into a ramp.
+    pre = [r for r in records if r.get("pretrain")]
+    solved = [r for r in records if not r.get("pretrain")]
+    return [p for p in (pre, solved) if p]
+
+
+def _curves(ax, train, evals, key):
+    for part in _phases(train):
+        steps, values = _series(part, key)
+        if values:
+            ax.plot(steps, values, color="0.8", lw=0.8)
+            ax.plot(steps, _smooth(values, max(1, len(values) // 50)), color="C0")
+    ax.plot([], [], color="C0", label=f"train {key}")
     steps, values = _series(evals, key)
     if values:
         split = evals[0].get("split", "eval")
-        ax.plot(steps, values, "o-", label=f"{split} {label}")
+        ax.plot(steps, values, "o-", color="C1", label=f"{split} {key}")
     ax.set_xlabel("step")
-    ax.set_ylabel(label)
+    ax.set_ylabel(key)
     ax.grid(alpha=0.3)
     _legend(ax)
 
@@ -84,24 +97,43 @@ def _legend(ax) -> None:
         ax.legend()
 
 
+def _mark_pretraining(ax, train: list[dict]) -> None:
+    pre = [r["step"] for r in train if r.get("pretrain")]
+    if pre:
+        ax.axvspan(0, max(pre), color="0.9", label="unrolled pretraining (not solver steps)")
+
+
+def _deq_settings(run: Path) -> dict:
+    import yaml
+
+    path = run / "config.yaml"
+    try:
+        return (yaml.safe_load(path.read_text()) or {}).get("deq") or {} if path.is_file() else {}
+    except yaml.YAMLError:
+        return {}
+
+
 def plot_run(run_dir: str | Path) -> list[Path]:
-    """Write ``training.png``, ``solver.png`` and (if ``trace.json`` exists) ``residuals.png``.
+    """Write ``training.png`` (loss and every task metric), ``solver.png`` and, when
+    ``trace.json`` exists, ``residuals.png``; needs only ``metrics.jsonl``.
 
     Args:
-        run_dir: a directory written by ``deqkit train`` (needs ``metrics.jsonl``).
+        run_dir: a directory written by ``deqkit train``.
 
     Returns:
-        The paths of the PNG files written.
+        The paths of the PNG files written (the run's ``pictures/`` too, if any).
 
     >>> plot_run("/nonexistent-run")
     Traceback (most recent call last):
     ...
-    FileNotFoundError: /nonexistent-run has no metrics.jsonl; is it a deqkit run directory?
-    """
+    deqkit.train.errors.RunError: /nonexistent-run has no metrics.jsonl; is it a deqkit run directory?
+    """  # noqa: E501
+    from .train.errors import RunError
+
     run = Path(run_dir)
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
-        raise FileNotFoundError(f"{run} has no metrics.jsonl; is it a deqkit run directory?")
+        raise RunError(f"{run} has no metrics.jsonl; is it a deqkit run directory?")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,28 +141,51 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 
     train = read_metrics(metrics, "train")
     evals = read_metrics(metrics, "eval")
+    keys = ["loss"]
+    for record in evals or train:
+        keys += [
+            k
+            for k, v in record.items()
+            if k not in _NOT_METRICS
+            and k not in _SOLVER
+            and k not in keys
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+        ]
+    keys = keys[:6]
     written = []
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    _curves(axes[0], train, evals, "loss", "loss")
-    _curves(axes[1], train, evals, "acc", "accuracy")
-    fig.suptitle(f"{run.name}: loss and accuracy")
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        _curves(ax, train, evals, key)
+    fig.suptitle(f"{run.name}: loss and metrics")
     fig.tight_layout()
     written.append(run / "training.png")
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
 
+    deq = _deq_settings(run)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label in (("fwd_nstep", "forward"), ("bwd_nstep", "backward")):
+    for ax in axes:
+        _mark_pretraining(ax, train)
+    for key, label, color in (("fwd_nstep", "forward", "C0"), ("bwd_nstep", "backward", "C1")):
+        for i, part in enumerate(_phases(train)):
+            steps, values = _series(part, key)
+            if values:
+                smooth = _smooth(values, max(1, len(values) // 50))
+                axes[0].plot(steps, smooth, color=color, label=label if i == 0 else None)
+    axes[0].set_ylabel("iterations (batch mean)")
+    for key, label, color in (
+        ("fwd_residual", "forward", "C0"),
+        ("bwd_residual", "backward", "C1"),
+    ):
         steps, values = _series(train, key)
         if values:
-            axes[0].plot(steps, _smooth(values, max(1, len(values) // 50)), label=label)
-    axes[0].set_ylabel("solver iterations (batch mean)")
-    for key, label in (("fwd_residual", "forward"), ("bwd_residual", "backward")):
-        steps, values = _series(train, key)
-        if values:
-            axes[1].semilogy(steps, values, label=label)
-    axes[1].set_ylabel("final residual (batch mean)")
+            axes[1].semilogy(steps, values, color=color, label=label)
+    mode = deq.get("stop_mode", "rel")
+    if isinstance(deq.get("tol"), (int, float)):
+        axes[1].axhline(deq["tol"], color="k", ls="--", lw=1, label=f"forward tol {deq['tol']:g}")
+    axes[1].set_ylabel(f"final {mode} residual (batch mean)")
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -154,11 +209,12 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.axhline(trace["tol"], color="k", ls="--", lw=1, label=f"tol {trace['tol']:g}")
         ax.set_xlabel("solver iteration")
         ax.set_ylabel(f"{trace['stop_mode']} residual")
-        ax.set_title(f"{run.name}: forward residual, one test batch")
+        ax.set_title(f"{run.name}: forward residual, test samples")
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
         written.append(run / "residuals.png")
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
+    written += sorted((run / "pictures").glob("*.png"))
     return written

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import os
 import pickle
 import struct
 
@@ -138,3 +139,24 @@ def test_mnist_from_hub_wheel():
     assert (len(d.train), len(d.test), d.train.shape) == (60000, 10000, (1, 28, 28))
     assert 0.0 <= float(d.train.images.min()) and float(d.train.images.max()) < 1.0
     assert torch.bincount(d.test.labels).tolist()[:2] == [980, 1135]  # the official test set
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+@pytest.mark.parametrize("payload", ["code", "missing_module"])
+def test_cifar10_pickles_cannot_run_code(tmp_path, monkeypatch, payload):
+    monkeypatch.chdir(tmp_path)
+    for i in range(1, 6):
+        _write_cifar_batch(tmp_path / f"data_batch_{i}", np.zeros((1, 3, 32, 32), np.uint8), [0])
+    _write_cifar_batch(tmp_path / "test_batch", np.zeros((1, 3, 32, 32), np.uint8), [0])
+    if payload == "code":
+        data = pickle.dumps({b"data": _RunsCode(), b"labels": [0]}, protocol=2)
+    else:  # a pickle naming a module that is not installed
+        data = b"\x80\x02cno_such_module\nThing\nq\x00)\x81q\x01."
+    (tmp_path / "data_batch_3").write_bytes(data)
+    with pytest.raises(ValueError, match="data_batch_3 is not a CIFAR-10 python batch: the data "):
+        load_cifar10(tmp_path)
+    assert not (tmp_path / "pwned.txt").exists()

@@ -86,3 +86,17 @@ def test_metrics_log_truncates_and_skips_a_torn_line(tmp_path):
     assert read_metrics(log.path)[0]["bad"] is None  # NaN is not JSON; written as null
     log.truncate_after(2)
     assert [(r["kind"], r["step"]) for r in read_metrics(log.path)] == [("train", 1), ("train", 2)]
+
+
+class _Custom:
+    pass
+
+
+def test_checkpoint_errors_are_plain_one_liners(tmp_path):
+    path = tmp_path / "c.pt"
+    torch.save({"format": "deqkit-checkpoint-v2", "obj": _Custom()}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    text = str(err.value)
+    assert "\x1b" not in text and "weights_only" not in text and "\n" not in text
+    assert "holds objects other than tensors and plain values" in text

@@ -13,8 +13,8 @@ import tiny_model
 import torch
 
 from deqkit.train.checkpoint import load_checkpoint
-from deqkit.train.config import load_config
 from deqkit.train.loop import train
+from deqkit.train.recipe import load_config
 
 
 def _free_port() -> int:

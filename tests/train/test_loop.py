@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from deqkit.train.checkpoint import load_checkpoint
-from deqkit.train.config import load_config
 from deqkit.train.evaluate import evaluate_checkpoint
 from deqkit.train.logging import read_metrics
 from deqkit.train.loop import train
+from deqkit.train.recipe import load_config
 
 
 @pytest.fixture(scope="module")

@@ -158,7 +158,8 @@ def test_config_rejects_unknown_keys_and_bad_values():
 def test_every_recipe_validates_and_builds_its_model():
     pytest.importorskip("yaml")
 
-    from deqkit.train.config import deq_kwargs, load_config
+    from deqkit.train.config import deq_kwargs
+    from deqkit.train.recipe import load_config
 
     infos = {
         "digits": {"in_channels": 1, "image_size": 8, "num_classes": 10},

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .base import ImageSet, Splits
+from .safe_pickle import safe_load
 
 __all__ = ["load_cifar10"]
 
@@ -19,9 +20,11 @@ TEST_BATCH = "test_batch"
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as fh:
-            entry = pickle.load(fh, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise ValueError(f"{path} is not a CIFAR-10 python batch: {exc}") from exc
+            entry = safe_load(fh, encoding="bytes")
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError) as exc:
+        raise ValueError(f"{path} is not a CIFAR-10 python batch: {exc}") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path} is not a CIFAR-10 python batch (a {type(entry).__name__})")
     # Written by Python 2, so keys come back as bytes; accept str keys too.
     entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
     if "data" not in entry or "labels" not in entry:

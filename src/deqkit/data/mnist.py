@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .base import ImageSet, Splits
+from .safe_pickle import safe_load
 
 __all__ = ["IDX_FILES", "load_mnist", "read_idx"]
 
@@ -108,7 +108,7 @@ def _hub_file() -> Path:
 
 def _from_hub() -> tuple[ImageSet, ImageSet]:
     with gzip.open(_hub_file(), "rb") as fh:
-        (xtr, ytr), (xva, yva), (xte, yte) = pickle.load(fh, encoding="latin1")
+        (xtr, ytr), (xva, yva), (xte, yte) = safe_load(fh, encoding="latin1")
     # The pickle splits the official 60k training images 50k/10k in order; join them again.
     xtrain, ytrain = np.concatenate([xtr, xva]), np.concatenate([ytr, yva])
 

@@ -119,7 +119,10 @@ def get_source(name: str, table: dict[str, str]) -> DataSource:
     if name not in table:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(table)}")
     module_name, _, attr = table[name].partition(":")
-    source = getattr(importlib.import_module(module_name), attr)
+    try:
+        source = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"dataset {name!r}: cannot import {table[name]} ({exc})") from None
     if not isinstance(source, DataSource):
         raise TypeError(f"dataset {name!r}: {table[name]} is not a DataSource")
     return source

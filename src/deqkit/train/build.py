@@ -6,18 +6,20 @@ import functools
 import importlib
 import math
 import random
-from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data import FLIPPABLE, ImageSet, Preprocess, load_dataset
-from .config import Config, DataConfig, OptimConfig, deq_kwargs
+from ..data import DataContext, DataSplits
+from .config import Config, OptimConfig, deq_kwargs
+from .errors import ConfigError, DataError
+from .task import Task, get_task
 
 __all__ = [
-    "RunData",
     "build_model",
+    "build_task",
     "build_optimizer",
     "build_scheduler",
     "lr_factor",
@@ -34,67 +36,45 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass(frozen=True)
-class RunData:
-    """The sets a run trains and evaluates on, their preprocessing and the model's data_info.
+def prepare_data(cfg: Config, state: dict | None = None) -> DataSplits:
+    """Load the recipe's dataset through its registered :class:`DataSource`; ``state`` is a
+    checkpoint's ``data_state`` (restores the fitted preprocessing instead of fitting it).
 
-    ``val`` is carved from the training set when ``data.val_fraction`` > 0; periodic evaluation
-    then uses it and the test set is scored once at the end.
-    """
+    Loader failures (missing folder, malformed file) become a one-line :class:`DataError`.
 
-    train: ImageSet
-    val: ImageSet | None
-    test: ImageSet
-    preprocess: Preprocess
-    info: dict
-
-
-def prepare_data(cfg: DataConfig, seed: int, preprocess: dict | None = None) -> RunData:
-    """Load ``cfg.name`` and fit (or restore, from a checkpoint's dict) the preprocessing.
-
-    >>> d = prepare_data(DataConfig(name="digits", pad=4), seed=0)
-    >>> d.info
+    >>> from deqkit.train.recipe import parse
+    >>> prepare_data(parse({"model": {"name": "mdeq"}, "data": {"pad": 4}})).info
     {'in_channels': 1, 'image_size': 16, 'num_classes': 10}
     """
-    splits = load_dataset(cfg.name, cfg.root)
-    train, val = splits.train, None
-    if cfg.val_fraction > 0:
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-        n_val = max(1, round(cfg.val_fraction * len(train)))
-        val, train = train.subset(order[:n_val]), train.subset(order[n_val:])
-    if preprocess is None:
-        prep = Preprocess.fit(
-            train,
-            resize=cfg.resize,
-            pad=cfg.pad,
-            shift=cfg.shift if cfg.augment else 0,
-            flip=cfg.augment and cfg.name in FLIPPABLE,
-        )
-    else:
-        prep = Preprocess(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in preprocess.items()}
-        )
-    channels, height, width = train.shape
-    if height != width:
-        raise ValueError(f"{cfg.name} images are {height}x{width}; models expect square images")
-    info = {
-        "in_channels": channels,
-        "image_size": prep.output_size(height),
-        "num_classes": train.num_classes,
-    }
-    return RunData(train, val, splits.test, prep, info)
+    from ..data import data_source
+
+    root = Path(cfg.data.root).expanduser() if cfg.data.root is not None else None
+    if root is not None and root.exists() and not root.is_dir():
+        raise DataError(f"data.root {root} is a file, not a folder")
+    context = DataContext(root, cfg.train.seed, cfg.data.val_fraction, state)
+    try:
+        return data_source(cfg.data.name).load(cfg.data_options, context)
+    except (ValueError, TypeError, OSError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"data {cfg.data.name!r}: {exc}") from exc
 
 
-def preprocess_state(prep: Preprocess) -> dict:
-    """The preprocessing as plain values, for a checkpoint."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(prep).items()}
+def build_task(cfg: Config, data_info: dict) -> Task:
+    """The recipe's task (``task.name`` or the model's ``TASK``) with its options."""
+    cls = get_task(cfg.task_name)
+    try:
+        return cls(data_info, **cfg.task_options())
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"task {cls.name!r}: {exc}") from None
 
 
 def build_model(cfg: Config, data_info: dict) -> nn.Module:
     """Build ``cfg.model`` from the zoo, or from ``"package.module:function"`` for one's own
     model (same signature as a zoo ``build``: ``(model_cfg, deq_options, data_info)``, where
     ``deq_options`` are ready ``dk.DEQ`` keyword arguments built here from the recipe's ``deq``
-    section, so model code needs nothing from the trainer)."""
+    section, so model code needs nothing from the trainer). A builder's ValueError/TypeError is
+    a model-option error of the recipe (:class:`ConfigError`)."""
     name = cfg.model["name"]
     deq_options = deq_kwargs(cfg.deq)
     if ":" in name:
@@ -102,11 +82,17 @@ def build_model(cfg: Config, data_info: dict) -> nn.Module:
         try:
             builder = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
-            raise ValueError(f"model.name {name!r}: cannot import builder ({exc})") from None
-        return builder(cfg.model_kwargs(), deq_options, dict(data_info))
-    from ..zoo import build_model as zoo_build
+            raise ConfigError(f"model.name {name!r}: cannot import builder ({exc})") from None
+    else:
+        from ..zoo import MODELS
 
-    return zoo_build(name, cfg.model_kwargs(), deq_options, dict(data_info))
+        if name not in MODELS:
+            raise ConfigError(f"unknown model.name {name!r}; choose one of {sorted(MODELS)}")
+        builder = importlib.import_module(MODELS[name]).build
+    try:
+        return builder(cfg.model_kwargs(), deq_options, dict(data_info))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model {name!r}: {exc}") from exc
 
 
 def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,32 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CheckpointError", "capture_rng", "load_checkpoint", "restore_rng", "save_checkpoint"]
+from .errors import CheckpointError
+
+__all__ = [
+    "CheckpointError",
+    "capture_rng",
+    "load_checkpoint",
+    "load_model_state",
+    "restore_rng",
+    "save_checkpoint",
+]
 
 #: Keys every deqkit training checkpoint carries.
 REQUIRED = ("format", "step", "config", "model")
-FORMAT = "deqkit-checkpoint-v1"
+FORMAT = "deqkit-checkpoint-v2"
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated, corrupt or not a deqkit checkpoint."""
+def _first_line(exc: BaseException) -> str:
+    # torch's unpickling errors embed ANSI colour codes and advise weights_only=False, which
+    # would run arbitrary code from the file: keep only the first plain line.
+    text = _ANSI.sub("", str(exc)).strip().splitlines()
+    line = text[0] if text else ""
+    if "weights_only" in line or "Weights only load failed" in line:
+        line = "it holds objects other than tensors and plain values"
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -61,7 +79,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     >>> load_checkpoint(p)
     Traceback (most recent call last):
     ...
-    deqkit.train.checkpoint.CheckpointError: cannot read checkpoint ...
+    deqkit.train.errors.CheckpointError: cannot read checkpoint ...
     """
     path = Path(path)
     if path.is_dir():
@@ -73,14 +91,48 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as exc:
         raise CheckpointError(
             f"cannot read checkpoint {path}: the file is truncated, corrupt or not a torch "
-            f"checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-        ) from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a deqkit training checkpoint (format {FORMAT!r})")
+            f"checkpoint ({_first_line(exc)})"
+        ) from None
+    found = state.get("format") if isinstance(state, dict) else None
+    if found != FORMAT:
+        what = f"format {found!r}" if found else "no deqkit format tag"
+        raise CheckpointError(
+            f"{path} is not a deqkit training checkpoint of format {FORMAT!r} ({what})"
+        )
     missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}")
     return state
+
+
+def load_model_state(model: torch.nn.Module, state: dict, what: str) -> None:
+    """``model.load_state_dict(state)``, or a :class:`CheckpointError` naming the missing,
+    unexpected and mis-shaped keys.
+
+    >>> m = torch.nn.Linear(2, 3)
+    >>> load_model_state(m, {"weight": torch.zeros(3, 3)}, "checkpoint x.pt")
+    Traceback (most recent call last):
+    ...
+    deqkit.train.errors.CheckpointError: checkpoint x.pt does not fit the model: missing keys ['bias']; shapes differ: weight (3, 3) in the file vs (3, 2) in the model
+    """  # noqa: E501
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} in the file vs {tuple(own[k].shape)} in the model"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+    if unexpected:
+        parts.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+    if shapes:
+        parts.append("shapes differ: " + "; ".join(shapes[:4]))
+    if parts:
+        raise CheckpointError(f"{what} does not fit the model: {'; '.join(parts)}")
+    model.load_state_dict(state)
 
 
 def capture_rng() -> dict[str, Any]:

@@ -1,150 +1,145 @@
-"""Typed training configuration: recipe YAML -> :class:`Config`, ``--set key=value`` overrides.
+"""The recipe schema: typed sections, each a frozen dataclass that OmegaConf merges a recipe into.
 
-A recipe has six top-level keys: ``description`` (one line), ``model`` (``name`` plus the zoo
-model's own keyword arguments, checked by the model's builder), and the typed sections ``deq``,
-``data``, ``optim`` and ``train``. Unknown keys are rejected with the list of valid ones.
+A recipe has the keys ``description`` (one line), ``model`` (``name`` plus the model's own
+options, checked by its builder), ``task`` (optional: ``name`` plus task options; default the
+model's ``TASK``), and the typed sections ``deq``, ``data``, ``optim``, ``loss`` and ``train``.
+Unknown keys are rejected with the valid ones; numbers must be finite. Loading and ``--set``
+overrides live in :mod:`deqkit.train.recipe`.
+
+>>> Config.from_dict({"model": {"name": "mdeq"}, "train": {"steps": 5}}).train.steps
+5
 """
 
 from __future__ import annotations
 
 import dataclasses
-import numbers
+import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-import deqkit as dk
+from ..backward import BACKWARDS
+from ..solvers import DEFAULTS, SOLVERS
+from .errors import ConfigError
 
 __all__ = [
+    "SECTIONS",
+    "TOP_LEVEL",
     "Config",
     "DEQConfig",
     "DataConfig",
+    "LossConfig",
     "OptimConfig",
     "TrainConfig",
-    "apply_overrides",
     "deq_kwargs",
-    "load_config",
-    "resolve_recipe",
 ]
 
-_SOLVERS = {cls.name: cls for cls in (dk.FixedPoint, dk.Anderson, dk.Broyden, dk.NewtonKrylov)}
-_BACKWARDS = {cls.name: cls for cls in (dk.Implicit, dk.Phantom, dk.OneStep, dk.Unrolled)}
 
-
-def _number(name: str, value: Any, kind: type, minimum: float | None = None, strict=False):
-    # YAML 1.1 reads "1e-3" (no dot) as a string; accept numeric strings for numeric fields.
-    if isinstance(value, str):
-        try:
-            value = kind(value)
-        except ValueError:
-            raise TypeError(f"{name} must be a {kind.__name__}, got string {value!r}") from None
-    ok = isinstance(value, numbers.Integral if kind is int else numbers.Real)
-    if isinstance(value, bool) or not ok:
-        raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__} {value!r}")
-    if kind is int and int(value) != value:
-        raise TypeError(f"{name} must be an int, got {value!r}")
+def _check(name: str, value: Any, kind: type, minimum=None, strict=False, maximum=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        article = "an" if kind is int else "a"
+        raise ConfigError(f"{name} must be {article} {kind.__name__}, got {value!r}")
     value = kind(value)
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if minimum is not None and (value <= minimum if strict else value < minimum):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value!r}")
     return value
 
 
-def _choice(name: str, value: Any, choices) -> str:
+def _choice(name: str, value: Any, choices) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-    return value
+        raise ConfigError(f"{name} must be one of {sorted(choices)}, got {value!r}")
 
 
 def _set(obj, name, value):
     object.__setattr__(obj, name, value)
 
 
-def _make(section: str, cls: type, options: Any):
-    if not isinstance(options, dict):
-        raise TypeError(f"{section} options must be a mapping, got {type(options).__name__}")
-    valid = [f.name for f in fields(cls) if f.init] if dataclasses.is_dataclass(cls) else []
+def _options(what: str, cls: type, options: dict):
+    valid = [f.name for f in fields(cls) if f.init]
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(f"unknown {section} option(s) {unknown}; valid: {valid}")
-    return cls(**options)
+        raise ConfigError(f"unknown {what} option(s) {unknown}; valid: {valid}")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what}: {exc}") from None
 
 
 @dataclass(frozen=True)
 class DEQConfig:
-    """How the DEQ layer solves: solver, backward, tolerance and iteration budgets.
+    """How the DEQ layer solves. Omitted keys take the core's defaults (``deqkit`` itself).
 
-    >>> DEQConfig(solver="broyden", max_iter="30").max_iter
-    30
+    >>> DEQConfig(solver="broyden").max_iter == DEFAULTS["max_iter"]
+    True
     """
 
-    solver: str = "anderson"
+    solver: str = DEFAULTS["solver"]
     solver_options: dict = field(default_factory=dict)
     backward: str = "implicit"
     backward_options: dict = field(default_factory=dict)
-    tol: float = 1e-3
-    max_iter: int = 20
+    tol: float = DEFAULTS["tol"]
+    max_iter: int = DEFAULTS["max_iter"]
     eval_max_iter: int | None = None
-    stop_mode: str = "rel"
+    stop_mode: str = DEFAULTS["stop_mode"]
     on_failure: str = "warn"
+    n_states: int = 1
+    jac_reg_prob: float = 0.0
+    jac_reg_vecs: int = 1
 
     def __post_init__(self):
         _choice("deq.on_failure", self.on_failure, ("warn", "raise", "ignore"))
-        _choice("deq.solver", self.solver, _SOLVERS)
-        _choice("deq.backward", self.backward, _BACKWARDS)
+        _choice("deq.solver", self.solver, SOLVERS)
+        _choice("deq.backward", self.backward, BACKWARDS)
         _choice("deq.stop_mode", self.stop_mode, ("rel", "abs"))
-        _set(self, "tol", _number("deq.tol", self.tol, float, 0.0, strict=True))
-        _set(self, "max_iter", _number("deq.max_iter", self.max_iter, int, 1))
+        _set(self, "tol", _check("deq.tol", self.tol, float, 0.0, strict=True))
+        _set(self, "max_iter", _check("deq.max_iter", self.max_iter, int, 1))
         if self.eval_max_iter is not None:
-            _set(self, "eval_max_iter", _number("deq.eval_max_iter", self.eval_max_iter, int, 1))
-        for key in ("solver_options", "backward_options"):
-            if getattr(self, key) is None:
-                _set(self, key, {})
+            _set(self, "eval_max_iter", _check("deq.eval_max_iter", self.eval_max_iter, int, 1))
+        _set(self, "n_states", _check("deq.n_states", self.n_states, int, 1))
+        prob = _check("deq.jac_reg_prob", self.jac_reg_prob, float, 0.0, maximum=1.0)
+        _set(self, "jac_reg_prob", prob)
+        _set(self, "jac_reg_vecs", _check("deq.jac_reg_vecs", self.jac_reg_vecs, int, 1))
         deq_kwargs(self)  # builds the solver and backward objects once, so errors surface now
 
 
-def deq_kwargs(deq_cfg: dict | DEQConfig) -> dict:
+def deq_kwargs(cfg: DEQConfig) -> dict:
     """Keyword arguments for ``dk.DEQ`` from a recipe's ``deq`` section.
 
-    Args:
-        deq_cfg: the ``deq`` mapping of a recipe (or a :class:`DEQConfig`).
-
-    Returns:
-        ``{"solver", "backward", "tol", "max_iter", "eval_max_iter", "stop_mode", "on_failure"}``
-        with solver
-        and backward as deqkit option objects.
-
-    >>> kw = deq_kwargs({"solver": "anderson", "solver_options": {"m": 3}, "max_iter": 10})
+    >>> kw = deq_kwargs(DEQConfig(solver_options={"m": 3}, max_iter=10))
     >>> kw["solver"], kw["max_iter"]
     (Anderson(m=3, lam=0.0001, damping=1.0), 10)
     """
-    if isinstance(deq_cfg, dict):
-        return deq_kwargs(_make("deq", DEQConfig, deq_cfg))
-    solver = _make(
-        f"deq.solver_options ({deq_cfg.solver})", _SOLVERS[deq_cfg.solver], deq_cfg.solver_options
+    solver = _options(f"deq.solver_options ({cfg.solver})", SOLVERS[cfg.solver], cfg.solver_options)
+    backward = _options(
+        f"deq.backward_options ({cfg.backward})", BACKWARDS[cfg.backward], cfg.backward_options
     )
-    backward = _make(
-        f"deq.backward_options ({deq_cfg.backward})",
-        _BACKWARDS[deq_cfg.backward],
-        deq_cfg.backward_options,
-    )
-    return {
+    kwargs = {
         "solver": solver,
         "backward": backward,
-        "tol": deq_cfg.tol,
-        "max_iter": deq_cfg.max_iter,
-        "eval_max_iter": deq_cfg.eval_max_iter,
-        "stop_mode": deq_cfg.stop_mode,
-        "on_failure": deq_cfg.on_failure,
+        "tol": cfg.tol,
+        "max_iter": cfg.max_iter,
+        "eval_max_iter": cfg.eval_max_iter,
+        "stop_mode": cfg.stop_mode,
+        "on_failure": cfg.on_failure,
     }
+    # Only when used, so a model whose DEQ call does not take them is not forced to.
+    if cfg.n_states > 1:
+        kwargs["n_states"] = cfg.n_states
+    if cfg.jac_reg_prob > 0:
+        kwargs.update(jac_reg_prob=cfg.jac_reg_prob, jac_reg_vecs=cfg.jac_reg_vecs)
+    return kwargs
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which dataset, how it is batched and preprocessed.
+    """The keys every dataset has; the dataset's own keys go to its options class.
 
-    ``batch_size`` is the global batch (split over processes); ``resize``/``pad`` change the
-    image size seen by the model (e.g. digits 8x8 -> ``pad: 4`` gives 16x16); ``augment`` turns on
-    random shifts (and flips where the dataset allows them).
+    ``batch_size`` is the global batch (split over processes); ``eval_batch_size`` defaults to
+    four times it; ``root`` is a local data folder; ``val_fraction`` holds out that share of
+    the training set for periodic evaluation.
 
     >>> DataConfig(name="mnist", batch_size=128).eval_batch_size
     512
@@ -155,35 +150,24 @@ class DataConfig:
     eval_batch_size: int | None = None
     root: str | None = None
     val_fraction: float = 0.0
-    resize: int | None = None
-    pad: int = 0
-    augment: bool = False
-    shift: int = 2
 
     def __post_init__(self):
-        from ..data import DATASETS
+        from ..data import data_source
 
-        _choice("data.name", self.name, DATASETS)
-        _set(self, "batch_size", _number("data.batch_size", self.batch_size, int, 1))
+        try:
+            data_source(self.name)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"data.name: {exc}") from None
+        _set(self, "batch_size", _check("data.batch_size", self.batch_size, int, 1))
         if self.eval_batch_size is None:
             _set(self, "eval_batch_size", 4 * self.batch_size)
-        _set(self, "eval_batch_size", _number("data.eval_batch_size", self.eval_batch_size, int, 1))
+        _set(self, "eval_batch_size", _check("data.eval_batch_size", self.eval_batch_size, int, 1))
         if self.root is not None and not isinstance(self.root, str):
-            raise TypeError(f"data.root must be a path string or null, got {self.root!r}")
-        frac = _number("data.val_fraction", self.val_fraction, float, 0.0)
+            raise ConfigError(f"data.root must be a path string or null, got {self.root!r}")
+        frac = _check("data.val_fraction", self.val_fraction, float, 0.0)
         if frac >= 1.0:
-            raise ValueError(f"data.val_fraction must be in [0, 1), got {frac!r}")
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {frac!r}")
         _set(self, "val_fraction", frac)
-        if self.resize is not None:
-            _set(self, "resize", _number("data.resize", self.resize, int, 1))
-        _set(self, "pad", _number("data.pad", self.pad, int, 0))
-        _set(self, "shift", _number("data.shift", self.shift, int, 0))
-        if not isinstance(self.augment, bool):
-            raise TypeError(f"data.augment must be true or false, got {self.augment!r}")
-
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -203,26 +187,78 @@ class OptimConfig:
     grad_clip: float | None = 1.0
 
     def __post_init__(self):
-        _choice("optim.name", self.name, OPTIMIZERS)
-        _choice("optim.scheduler", self.scheduler, SCHEDULERS)
-        _set(self, "lr", _number("optim.lr", self.lr, float, 0.0, strict=True))
-        _set(self, "weight_decay", _number("optim.weight_decay", self.weight_decay, float, 0.0))
-        _set(self, "momentum", _number("optim.momentum", self.momentum, float, 0.0))
-        _set(self, "warmup_steps", _number("optim.warmup_steps", self.warmup_steps, int, 0))
+        _choice("optim.name", self.name, ("adam", "adamw", "sgd"))
+        _choice("optim.scheduler", self.scheduler, ("cosine", "constant"))
+        _set(self, "lr", _check("optim.lr", self.lr, float, 0.0, strict=True))
+        _set(self, "weight_decay", _check("optim.weight_decay", self.weight_decay, float, 0.0))
+        _set(self, "momentum", _check("optim.momentum", self.momentum, float, 0.0))
+        _set(self, "warmup_steps", _check("optim.warmup_steps", self.warmup_steps, int, 0))
         if self.grad_clip is not None:
-            clip = _number("optim.grad_clip", self.grad_clip, float, 0.0)
+            clip = _check("optim.grad_clip", self.grad_clip, float, 0.0)
             _set(self, "grad_clip", clip if clip > 0 else None)
 
 
 @dataclass(frozen=True)
+class LossConfig:
+    """Weights of the DEQ training terms (the task adds them to its loss).
+
+    ``jac_weight`` multiplies the Jacobian penalty (drawn with probability ``deq.jac_reg_prob``
+    per step, ``deq.jac_reg_vecs`` probes); it rises by ``jac_weight_step`` every
+    ``jac_weight_every`` steps (0: constant), capped at ``jac_weight_max``, as the JR paper's
+    schedule does. ``skip_weight`` multiplies the Skip-DEQ initialiser loss; ``fpc_gamma`` is the
+    fixed-point correction decay (with ``deq.n_states`` > 1).
+
+    >>> LossConfig(jac_weight=1.0, jac_weight_step=0.5, jac_weight_every=10).jac_at(25)
+    2.0
+    """
+
+    jac_weight: float = 0.0
+    jac_weight_step: float = 0.0
+    jac_weight_every: int = 0
+    jac_weight_max: float | None = None
+    skip_weight: float = 0.0
+    fpc_gamma: float = 0.8
+
+    def __post_init__(self):
+        for key in ("jac_weight", "jac_weight_step", "skip_weight"):
+            _set(self, key, _check(f"loss.{key}", getattr(self, key), float, 0.0))
+        _set(
+            self, "jac_weight_every", _check("loss.jac_weight_every", self.jac_weight_every, int, 0)
+        )
+        if self.jac_weight_max is not None:
+            _set(
+                self, "jac_weight_max", _check("loss.jac_weight_max", self.jac_weight_max, float, 0)
+            )
+        _set(self, "fpc_gamma", _check("loss.fpc_gamma", self.fpc_gamma, float, 0.0, True, 1.0))
+
+    def jac_at(self, step: int) -> float:
+        """The Jacobian-penalty weight before optimiser step ``step`` (0-based)."""
+        weight = self.jac_weight
+        if self.jac_weight_every:
+            weight += self.jac_weight_step * (step // self.jac_weight_every)
+        return weight if self.jac_weight_max is None else min(weight, self.jac_weight_max)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """Run length, evaluation/checkpoint/log cadence, seed, device and unrolled pretraining.
+    """Run length, cadence, seed, device and the training-time toolkit.
 
-    The first ``pretrain_steps`` optimiser steps train every DEQ layer as an explicit
-    weight-tied unroll of ``pretrain_unroll`` cell applications (default: ``deq.max_iter``).
+    - ``pretrain_steps`` / ``pretrain_unroll``: the first steps train every DEQ layer as an
+      explicit weight-tied unroll (default length ``deq.max_iter``).
+    - ``threads``: torch intra-op CPU threads (0: torch's default). Default 1: the MDEQ digits
+      demo took 36 s with 1 thread and 129 s with torch's 2 on the shared 2-core machine.
+    - ``budget_delta``: each training step's forward budget is ``deq.max_iter`` plus a random
+      integer in [-delta, delta] (at least 1).
+    - ``warm_start``: start each solve from the sample's last fixed point (``dk.FixedPointCache``
+      keyed by sample index).
+    - ``precision``: "fp32", "bf16" (autocast; CPU or CUDA) or "fp16" (autocast, CUDA only).
+    - ``compile``: ``torch.compile`` every DEQ cell.
+    - ``on_nonfinite``: a NaN/Inf loss "stop"s the run (the last good checkpoint is kept) or
+      "skip"s the batch (counted, logged; the run stops after ``max_skips`` in a row).
+    - ``tensorboard``: write TensorBoard event files next to ``metrics.jsonl``.
 
-    >>> TrainConfig(steps=100, eval_every=0).eval_every
-    0
+    >>> TrainConfig(steps=100, eval_every=0).threads
+    1
     """
 
     steps: int = 600
@@ -233,167 +269,107 @@ class TrainConfig:
     pretrain_steps: int = 0
     pretrain_unroll: int | None = None
     device: str = "auto"
+    threads: int = 1
+    budget_delta: int = 0
+    warm_start: bool = False
+    precision: str = "fp32"
+    compile: bool = False
+    on_nonfinite: str = "stop"
+    max_skips: int = 10
+    tensorboard: bool = True
 
     def __post_init__(self):
-        _set(self, "steps", _number("train.steps", self.steps, int, 1))
+        _set(self, "steps", _check("train.steps", self.steps, int, 1))
         if self.pretrain_unroll is not None:
             _set(
                 self,
                 "pretrain_unroll",
-                _number("train.pretrain_unroll", self.pretrain_unroll, int, 1),
+                _check("train.pretrain_unroll", self.pretrain_unroll, int, 1),
             )
-        for key in ("eval_every", "checkpoint_every", "pretrain_steps", "seed"):
-            _set(self, key, _number(f"train.{key}", getattr(self, key), int, 0))
-        _set(self, "log_every", _number("train.log_every", self.log_every, int, 1))
+        for key in ("eval_every", "checkpoint_every", "pretrain_steps", "seed", "threads"):
+            _set(self, key, _check(f"train.{key}", getattr(self, key), int, 0))
+        _set(self, "budget_delta", _check("train.budget_delta", self.budget_delta, int, 0))
+        _set(self, "log_every", _check("train.log_every", self.log_every, int, 1))
+        _set(self, "max_skips", _check("train.max_skips", self.max_skips, int, 1))
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        _choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
+        _choice("train.on_nonfinite", self.on_nonfinite, ("stop", "skip"))
+        for key in ("warm_start", "compile", "tensorboard"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"train.{key} must be true or false, got {getattr(self, key)!r}")
 
 
-_SECTIONS = {"deq": DEQConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
-TOP_LEVEL = ("description", "model", *_SECTIONS)
+#: Typed sections: recipe key -> schema.
+SECTIONS = {
+    "deq": DEQConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "loss": LossConfig,
+    "train": TrainConfig,
+}
+TOP_LEVEL = ("description", "model", "task", *SECTIONS)
 
 
 @dataclass(frozen=True)
 class Config:
-    """A whole recipe, validated. Build it with :meth:`from_dict` or :func:`load_config`.
+    """A whole recipe, validated. Build it with :meth:`from_dict` or ``recipe.load_config``.
+
+    ``data_options`` is the dataset's own options object (its class comes from the dataset's
+    ``DataSource``), built from the ``data`` keys that are not :class:`DataConfig` fields.
 
     >>> cfg = Config.from_dict({"model": {"name": "mdeq", "width": 8}, "train": {"steps": 5}})
-    >>> cfg.train.steps, cfg.model_kwargs(), cfg.deq.solver
-    (5, {'width': 8}, 'anderson')
+    >>> cfg.train.steps, cfg.model_kwargs(), cfg.deq.solver, cfg.task_name
+    (5, {'width': 8}, 'anderson', 'classification')
     """
 
     model: dict
     description: str = ""
+    task: dict = field(default_factory=dict)
     deq: DEQConfig = field(default_factory=DEQConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    data_options: Any = None
     optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
-    def __post_init__(self):
-        if not isinstance(self.model, dict) or not isinstance(self.model.get("name"), str):
-            raise ValueError(f"model must be a mapping with a 'name', got {self.model!r}")
-        if not isinstance(self.description, str):
-            raise TypeError(f"description must be a string, got {self.description!r}")
 
     @classmethod
     def from_dict(cls, raw: dict) -> Config:
-        if not isinstance(raw, dict):
-            raise TypeError(f"a recipe must be a mapping, got {type(raw).__name__}")
-        unknown = sorted(set(raw) - set(TOP_LEVEL))
-        if unknown:
-            raise ValueError(f"unknown recipe key(s) {unknown}; valid: {list(TOP_LEVEL)}")
-        if "model" not in raw:
-            raise ValueError("a recipe needs a 'model' section with a 'name'")
-        sections = {k: _make(k, c, raw.get(k) or {}) for k, c in _SECTIONS.items()}
-        return cls(model=dict(raw["model"]), description=raw.get("description") or "", **sections)
+        """Validate a plain recipe dict (``to_dict``'s inverse); see ``recipe.parse``."""
+        from .recipe import parse
+
+        return parse(raw)
 
     def to_dict(self) -> dict:
-        """Plain nested dicts (YAML/JSON/checkpoint friendly); ``from_dict`` inverts it."""
-        return dataclasses.asdict(self)
+        """Plain nested dicts (YAML/JSON/checkpoint friendly), the data options folded back."""
+        out = {
+            "description": self.description,
+            "model": dict(self.model),
+            "task": dict(self.task),
+        }
+        for key in SECTIONS:
+            out[key] = dataclasses.asdict(getattr(self, key))
+        if self.data_options is not None:
+            out["data"].update(dataclasses.asdict(self.data_options))
+        return out
 
     def model_kwargs(self) -> dict:
         return {k: v for k, v in self.model.items() if k != "name"}
 
+    @property
+    def task_name(self) -> Any:
+        """The recipe's ``task.name``, else the zoo model's ``TASK`` (classification for a
+        ``"module:function"`` model without one)."""
+        if "name" in self.task:
+            return self.task["name"]
+        name = self.model["name"]
+        if ":" in name:
+            import importlib
 
-def _parse_value(text: str) -> Any:
-    import yaml
+            module = importlib.import_module(name.partition(":")[0])
+            return getattr(module, "TASK", "classification")
+        from ..zoo import model_task
 
-    return yaml.safe_load(text) if text.strip() else None
+        return model_task(name)
 
-
-def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    """Apply ``section.key=value`` overrides (values parsed as YAML) to a raw recipe dict.
-
-    Keys of the typed sections must exist; ``model.*`` keys go to the model builder, and
-    ``deq.solver_options.*`` / ``deq.backward_options.*`` to the solver and backward objects,
-    which reject unknown names themselves.
-
-    >>> apply_overrides({"model": {"name": "m"}}, ["train.steps=7", "deq.solver_options.m=3"])
-    {'model': {'name': 'm'}, 'train': {'steps': 7}, 'deq': {'solver_options': {'m': 3}}}
-    >>> apply_overrides({}, ["train.stepz=7"])
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown override key 'train.stepz'; valid train keys: ['steps', ...]
-    """
-    raw = _deepcopy(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"override {item!r} must look like section.key=value")
-        path = key.split(".")
-        head = path[0]
-        if head not in TOP_LEVEL:
-            raise ValueError(f"unknown override key {key!r}; valid sections: {list(TOP_LEVEL)}")
-        if head == "description":
-            if len(path) != 1:
-                raise ValueError(f"unknown override key {key!r}; description has no sub-keys")
-            raw["description"] = text
-            continue
-        if len(path) < 2:
-            raise ValueError(f"override {key!r} must name a key inside {head!r}, e.g. {head}.x=1")
-        if head in _SECTIONS:
-            valid = [f.name for f in fields(_SECTIONS[head])]
-            if path[1] not in valid:
-                raise ValueError(f"unknown override key {key!r}; valid {head} keys: {valid}")
-            nested = ("solver_options", "backward_options")
-            if len(path) > 2 and path[1] not in nested:
-                raise ValueError(f"override key {key!r}: {head}.{path[1]} has no sub-keys")
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ValueError(f"override key {key!r}: {part!r} is not a mapping")
-            node = child
-        node[path[-1]] = _parse_value(text)
-    return raw
-
-
-def _deepcopy(raw: Any) -> Any:
-    if isinstance(raw, dict):
-        return {k: _deepcopy(v) for k, v in raw.items()}
-    if isinstance(raw, list):
-        return [_deepcopy(v) for v in raw]
-    return raw
-
-
-def resolve_recipe(recipe: str | Path) -> Path:
-    """A recipe name from ``deqkit recipes`` or a path to a YAML file -> the YAML path.
-
-    >>> resolve_recipe("no-such-recipe")
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown recipe 'no-such-recipe' (not a file either); known recipes: [...]
-    """
-    path = Path(recipe).expanduser()
-    if path.is_file():
-        return path
-    from ..zoo import recipe_paths
-
-    known = recipe_paths()
-    if str(recipe) in known:
-        return Path(known[str(recipe)])
-    raise ValueError(
-        f"unknown recipe {str(recipe)!r} (not a file either); known recipes: {sorted(known)}"
-    )
-
-
-def load_config(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a recipe (name or YAML path), apply overrides, validate.
-
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "r.yaml")
-    >>> _ = open(p, "w").write("model: {name: mdeq}\\ntrain: {steps: 3}\\n")
-    >>> load_config(p, ["optim.lr=1e-2"]).optim.lr
-    0.01
-    """
-    import yaml
-
-    path = resolve_recipe(recipe)
-    with open(path) as fh:
-        try:
-            raw = yaml.safe_load(fh)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"recipe {path} is not valid YAML: {exc}") from None
-    return Config.from_dict(apply_overrides(raw or {}, overrides))
+    def task_options(self) -> dict:
+        return {k: v for k, v in self.task.items() if k != "name"}

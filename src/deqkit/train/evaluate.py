@@ -1,29 +1,39 @@
-"""Evaluation: accuracy and solver statistics on a set, a residual trace, checkpoint scoring."""
+"""Evaluation through the task: its metrics, the mean loss and the solver statistics on a set
+(every rank's share, reduced by torchmetrics), a residual trace, scoring a checkpoint.
+"""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 
 import deqkit as dk
 
-from ..data import ImageSet, Preprocess, eval_batches
-from .build import build_model, prepare_data
-from .checkpoint import load_checkpoint
-from .config import Config, apply_overrides
-from .distributed import DistEnv, all_reduce_sum, pick_device
+from ..data import eval_batches
+from .distributed import DistEnv, pick_device
+from .layers import DEQLayers
+from .task import Task
 
-__all__ = ["deq_layers", "evaluate", "evaluate_checkpoint", "residual_trace", "solution_stats"]
-
-
-def deq_layers(model: nn.Module) -> list[dk.DEQ]:
-    return [m for m in model.modules() if isinstance(m, dk.DEQ)]
+__all__ = ["evaluate", "evaluate_checkpoint", "residual_trace", "solution_stats", "to_device"]
 
 
-def solution_stats(sol: dk.Solution | None) -> dict[str, float]:
+def to_device(tree: Any, device: torch.device) -> Any:
+    """Every tensor inside tuples/lists/dicts moved to ``device`` (other leaves unchanged)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device)
+    if isinstance(tree, dict):
+        return {k: to_device(v, device) for k, v in tree.items()}
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(to_device(v, device) for v in tree)
+    return tree
+
+
+def solution_stats(sol: Any) -> dict[str, float]:
     """Batch means of the forward (and, once backward ran, adjoint) solver statistics."""
     if sol is None:
         return {}
@@ -41,82 +51,76 @@ def solution_stats(sol: dk.Solution | None) -> dict[str, float]:
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    images: ImageSet,
-    prep: Preprocess,
+    task: Task,
+    dataset: Any,
     batch_size: int,
     env: DistEnv | None = None,
-) -> dict[str, float]:
-    """Loss, accuracy and mean forward solver steps/residual over ``images`` (all ranks' shares).
+    pictures: bool = False,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The task's metrics, ``loss``, ``n`` and the forward solver statistics over ``dataset``.
 
-    Returns a dict with ``loss``, ``acc``, ``n`` (examples scored) and, for a model with a DEQ
-    layer, ``fwd_nstep``, ``fwd_residual`` and ``fwd_converged``.
+    Returns ``(metrics, pictures)``: pictures of the first batch when asked (rank 0).
     """
     env = env or DistEnv()
     was_training = model.training
     model.eval()
-    sums = torch.zeros(6, dtype=torch.float64)
+    metrics = {k: m.to(env.device) for k, m in task.metrics().items()}
+    means = {k: MeanMetric().to(env.device) for k in ("loss", "fwd_nstep", "fwd_residual")}
+    means["fwd_converged"] = MeanMetric().to(env.device)
+    count, shown = 0, {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dk.DEQWarning)
-        for index in eval_batches(len(images), batch_size, env.rank, env.world):
-            x, y = images.batch(index)
-            x, y = prep(x).to(env.device), y.to(env.device)
-            logits, sol = model(x)
-            loss = nn.functional.cross_entropy(logits, y, reduction="sum")
-            n = len(y)
-            sums += torch.tensor(
-                [
-                    loss.item(),
-                    (logits.argmax(1) == y).sum().item(),
-                    n,
-                    sol.nstep.float().sum().item() if sol is not None else 0.0,
-                    sol.residual.float().sum().item() if sol is not None else 0.0,
-                    sol.converged.float().sum().item() if sol is not None else 0.0,
-                ],
-                dtype=torch.float64,
-            )
+        for index in eval_batches(len(dataset), batch_size, env.rank, env.world):
+            inputs, targets = task.split(to_device(dataset.batch(index), env.device))
+            output, sol = task.forward(model, inputs)
+            n = task.count(inputs, targets)
+            count += n
+            means["loss"].update(task.criterion(task.final(output), targets), weight=n)
+            task.update(metrics, output, targets)
+            if sol is not None:
+                for key, value in solution_stats(sol).items():
+                    if key in means:
+                        means[key].update(value, weight=len(sol.nstep))
+            if pictures and not shown and env.is_main:
+                shown = task.pictures(inputs, targets, output)
     model.train(was_training)
-    loss, correct, n, nstep, res, conv = all_reduce_sum(sums, env).tolist()
-    n = max(n, 1.0)
-    metrics = {"loss": loss / n, "acc": correct / n, "n": int(n)}
-    if deq_layers(model):
-        metrics.update(fwd_nstep=nstep / n, fwd_residual=res / n, fwd_converged=conv / n)
-    return metrics
+    result = {k: float(m.compute()) for k, m in metrics.items()}
+    result["loss"] = float(means["loss"].compute())
+    n_all = torch.tensor([float(count)])
+    if env.distributed:
+        from .distributed import all_reduce_sum
+
+        n_all = all_reduce_sum(n_all, env)
+    result["n"] = int(n_all.item())
+    if DEQLayers(model):
+        for key in ("fwd_nstep", "fwd_residual", "fwd_converged"):
+            result[key] = float(means[key].compute())
+    if env.is_main:
+        result.update(task.model_metrics(model, dataset))
+    return result, shown
 
 
 @torch.no_grad()
 def residual_trace(
-    model: nn.Module,
-    images: ImageSet,
-    prep: Preprocess,
-    batch_size: int,
-    device=None,
-    max_samples: int = 64,
+    model: nn.Module, task: Task, dataset: Any, device=None, max_samples: int = 64
 ) -> dict:
-    """Per-iteration forward residuals of the first evaluation batch (at most ``max_samples``).
+    """Per-iteration forward residuals of the first ``max_samples`` samples of ``dataset``.
 
     Returns ``{"trace": [[...] per sample], "tol", "stop_mode", "nstep"}``, or ``{}`` when the
     model has no DEQ layer. Iterations past a sample's stop repeat its last residual.
     """
-    layers = deq_layers(model)
+    layers = DEQLayers(model)
     if not layers:
         return {}
-    index = next(iter(eval_batches(len(images), min(batch_size, max_samples))))
-    x, _ = images.batch(index)
-    x = prep(x)
-    if device is not None:
-        x = x.to(device)
+    index = next(iter(eval_batches(len(dataset), max_samples)))
+    inputs, _ = task.split(to_device(dataset.batch(index), device or torch.device("cpu")))
     was_training = model.training
     model.eval()
-    saved = [layer.trace for layer in layers]
     try:
-        for layer in layers:
-            layer.trace = True
-        with warnings.catch_warnings():
+        with layers.tracing(), warnings.catch_warnings():
             warnings.simplefilter("ignore", dk.DEQWarning)
-            _, sol = model(x)
+            _, sol = task.forward(model, inputs)
     finally:
-        for layer, old in zip(layers, saved, strict=True):
-            layer.trace = old
         model.train(was_training)
     if sol is None or sol.trace is None:
         return {}
@@ -143,26 +147,43 @@ def evaluate_checkpoint(
     path: str | Path, overrides: list[str] | tuple[str, ...] = (), split: str = "test"
 ) -> dict:
     """Rebuild the model stored in a checkpoint (its own resolved config, plus ``overrides``)
-    and score it on ``split`` ("test", "val" or "train").
+    and score it on ``split`` ("test", "val" or "train") with its task.
 
-    Returns :func:`evaluate`'s dict plus ``step`` and the ``deq`` settings used.
+    Returns the metrics of :func:`evaluate` plus ``split``, ``step``, ``task``, ``best`` (the
+    deciding metric) and ``max_iter`` (the eval budget).
     """
+    from .build import build_model, build_task, prepare_data
+    from .checkpoint import load_checkpoint, load_model_state
+    from .errors import ConfigError
+    from .recipe import apply_overrides, parse
+
     state = load_checkpoint(path)
-    cfg = Config.from_dict(apply_overrides(state["config"], _eval_overrides(list(overrides))))
-    data = prepare_data(cfg.data, cfg.train.seed, preprocess=state.get("preprocess"))
+    trained = parse(state["config"])
+    cfg = parse(apply_overrides(state["config"], _eval_overrides(list(overrides))))
+    if split not in ("test", "val", "train"):
+        raise ConfigError(f"--split must be one of ['test', 'val', 'train'], got {split!r}")
+    if split == "val" and cfg.data.val_fraction != trained.data.val_fraction:
+        raise ConfigError(
+            f"--split val with data.val_fraction={cfg.data.val_fraction} but the run was trained "
+            f"with {trained.data.val_fraction}: those 'val' samples were (partly) trained on"
+        )
+    data = prepare_data(cfg, state.get("data_state"))
     sets = {"test": data.test, "val": data.val, "train": data.train}
-    if split not in sets or sets[split] is None:
-        valid = [k for k, v in sets.items() if v is not None]
-        raise ValueError(f"split must be one of {valid}, got {split!r}")
+    if sets[split] is None:
+        raise ConfigError(
+            "--split val: this run has no validation split (trained with data.val_fraction=0)"
+        )
     env = DistEnv(device=pick_device(cfg.train.device))
     model = build_model(cfg, data.info).to(env.device)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise ValueError(
-            f"checkpoint {path} does not fit the model built from its config with overrides "
-            f"{list(overrides)}: {str(exc).splitlines()[0]}"
-        ) from None
-    metrics = evaluate(model, sets[split], data.preprocess, cfg.data.eval_batch_size, env)
+    load_model_state(model, state["model"], f"checkpoint {path}")
+    task = build_task(cfg, data.info)
+    metrics, _ = evaluate(model, task, sets[split], cfg.data.eval_batch_size, env)
     eval_budget = cfg.deq.eval_max_iter or cfg.deq.max_iter
-    return {"split": split, "step": state["step"], "max_iter": eval_budget, **metrics}
+    return {
+        "split": split,
+        "step": state["step"],
+        "task": task.name,
+        "best": task.best.metric,
+        "max_iter": eval_budget,
+        **metrics,
+    }

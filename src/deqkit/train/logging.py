@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLog", "read_metrics"]
+__all__ = ["MetricsLog", "read_metrics", "strict_json"]
 
 
 def _plain(value: Any) -> Any:
@@ -16,6 +16,23 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN/Inf; a gap in the curve says the same
     return value
+
+
+def strict_json(data: Any, **kwargs: Any) -> str:
+    """JSON text with every NaN/Inf replaced by null (strict JSON, as every run file is).
+
+    >>> strict_json({"a": float("nan"), "b": [1.0, float("inf")]})
+    '{"a": null, "b": [1.0, null]}'
+    """
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return _plain(value)
+
+    return json.dumps(clean(data), allow_nan=False, **kwargs)
 
 
 class MetricsLog:
@@ -33,7 +50,7 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, **record: Any) -> None:
-        line = json.dumps({k: _plain(v) for k, v in record.items()})
+        line = json.dumps({k: _plain(v) for k, v in record.items()}, allow_nan=False)
         with open(self.path, "a") as fh:
             fh.write(line + "\n")
 

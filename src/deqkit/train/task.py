@@ -109,7 +109,11 @@ class StepLoss:
 
 
 def _solution_term(sol: Any, name: str) -> torch.Tensor | None:
-    return getattr(sol, name, None) if sol is not None else None
+    # The layer's own outputs (Jacobian penalty, Skip-DEQ loss) sit in ``sol.outputs``.
+    if sol is None:
+        return None
+    outputs = getattr(sol, "outputs", None)
+    return getattr(outputs if outputs is not None else sol, name, None)
 
 
 class Task(ABC):
