@@ -7,7 +7,10 @@ import torch
 
 import deqkit as dk
 from deqkit.zoo.irnn import (
+    BlockClassifier,
+    IncrementalResidualBlock,
     IncrementalRNN,
+    IncrementalTransformerBlock,
     RecurrentBaseline,
     SequenceNet,
     matched_hidden,
@@ -222,3 +225,45 @@ def test_user_errors_name_the_value():
         IncrementalRNN(1, 4, activation="gelu")
     with pytest.raises(ValueError, match=r"x must be \(B, T, input_size\)"):
         IncrementalRNN(1, 4)(torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("kind", ["residual", "transformer"])
+def test_incremental_layer_solves_its_equation_and_its_gradient_is_exact(kind):
+    torch.manual_seed(0)
+    deq = dict(
+        solver="anderson",
+        tol=1e-11,
+        max_iter=200,
+        backward=dk.Implicit(tol=1e-12, max_iter=300),
+        stop_mode="abs",
+    )
+    if kind == "residual":
+        block, shape = IncrementalResidualBlock(4, deq=deq), (2, 4, 3, 3)
+    else:
+        block, shape = IncrementalTransformerBlock(4, deq=deq), (2, 3, 4)
+    block = block.double()
+    gen = torch.Generator().manual_seed(1)
+    z_prev = torch.randn(shape, dtype=torch.float64, generator=gen)
+    inj = torch.randn(shape, dtype=torch.float64, generator=gen, requires_grad=True)
+    z, sol = block(z_prev, inj)
+    assert sol.status == dk.Status.CONVERGED
+    assert block.residual(z.detach(), z_prev, inj.detach()).abs().max().item() < 1e-9
+    weights = torch.randn(shape, dtype=torch.float64, generator=gen)
+    (grad,) = torch.autograd.grad((z * weights).sum(), inj)
+    d = torch.randn(shape, dtype=torch.float64, generator=gen)
+    with torch.no_grad():
+        up = (block(z_prev, inj + 1e-6 * d)[0] * weights).sum()
+        down = (block(z_prev, inj - 1e-6 * d)[0] * weights).sum()
+    assert abs((grad * d).sum() - (up - down) / 2e-6) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["residual", "transformer"])
+def test_tied_incremental_stack_has_the_parameters_of_its_plain_deq(kind):
+    inc = BlockClassifier(kind, "incremental", width=8, depth=3, deq={"max_iter": 3})
+    plain = BlockClassifier(kind, "deq", width=8, deq={"max_iter": 3})
+    # The stack adds only its learned α.
+    assert parameter_count(inc) == parameter_count(plain) + 1
+    logits, _ = inc(torch.randn(2, 1, 8, 8))
+    assert logits.shape == (2, 10) and len(inc.solutions) == 3
+    with pytest.raises(ValueError, match="kind must be"):
+        BlockClassifier("mlp")

@@ -6,13 +6,23 @@ Not Le et al.'s identity-initialised "IRNN": here h_t is the equilibrium of
 
 from __future__ import annotations
 
+from .blocks import (
+    BlockClassifier,
+    IncrementalBlock,
+    IncrementalResidualBlock,
+    IncrementalTransformerBlock,
+)
 from .cell import IncrementalCell
 from .model import VARIANTS, IncrementalRNN, SequenceSolution
 from .network import RecurrentBaseline, SequenceNet, matched_hidden, parameter_count
 
 __all__ = [
     "VARIANTS",
+    "BlockClassifier",
+    "IncrementalBlock",
     "IncrementalCell",
+    "IncrementalResidualBlock",
+    "IncrementalTransformerBlock",
     "IncrementalRNN",
     "RecurrentBaseline",
     "SequenceNet",
