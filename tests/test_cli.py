@@ -184,3 +184,18 @@ def test_bench_compares_solvers_and_budgets(tiny, tmp_path, capsys):
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["solver", "max_iter", "acc", "fwd", "steps", "converged", "seconds"]
     assert len(table) == 3
+
+
+def test_other_ranks_print_no_error(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", tiny, "--out", str(tmp_path / "r"), "--set", "train.stepz=1"]) == 2
+    assert capsys.readouterr().err == ""
+
+
+def test_solver_plot_marks_pretraining_and_tolerance(tmp_path):
+    from deqkit.plot import _deq_settings, _phases
+
+    records = [{"step": 1, "pretrain": True}, {"step": 2}, {"step": 3}]
+    assert [[r["step"] for r in p] for p in _phases(records)] == [[1], [2, 3]]
+    (tmp_path / "config.yaml").write_text("deq: {tol: 0.001, stop_mode: abs}\n")
+    assert _deq_settings(tmp_path) == {"tol": 0.001, "stop_mode": "abs"}

@@ -84,4 +84,13 @@ def test_toy_task_cli_sigkill_resume_eval_plot(kind, tmp_path, capsys, monkeypat
     assert result[metric] == pytest.approx(summary[f"test_{metric}"])
     assert main(["plot", str(killed)]) == 0
     assert (killed / "training.png").read_bytes()[:4] == b"\x89PNG"
-    assert any(p.name.startswith("events.out.tfevents") for p in killed.iterdir())
+    if kind == "regression":  # the task's picture, as a PNG and in TensorBoard
+        assert (killed / "pictures" / "fit.png").read_bytes()[:4] == b"\x89PNG"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(ref)).Reload()
+    scalars = set(board.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/fwd_nstep", "train/bwd_residual"} <= scalars
+    assert {f"test/{metric}", f"test/{metric}"} <= scalars
+    if kind == "regression":
+        assert "test/fit" in board.Tags()["images"]
