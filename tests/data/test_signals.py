@@ -98,11 +98,11 @@ def test_the_trainer_source_gives_indexed_full_batches_and_grid_info():
         "name": "camera", "in_features": 2, "out_features": 1, "num_points": 16,
         "grid": [8, 8], "test_grid": [4, 4],
     }  # fmt: skip
-    index = data.train.train_indices(step=3, batch_size=10**6, seed=0)
+    index = data.train.train_indices(batch_size=10**6, step=3, seed=0)
     assert sorted(index.tolist()) == list(range(16))  # full batch, shuffled
     (coords, positions), values = data.train.batch(index)
     assert torch.equal(positions, index) and coords.shape == (16, 2) and values.shape == (16, 1)
-    share = [data.train.train_indices(0, 10**6, 0, rank=r, world=3) for r in range(3)]
+    share = [data.train.train_indices(10**6, 0, 0, rank=r, world=3) for r in range(3)]
     assert sum(len(s) for s in share) == 15 and not set(share[0].tolist()) & set(share[1].tolist())
     with pytest.raises(ValueError, match="no validation split"):
         source.load(options, DataContext(val_fraction=0.1))

@@ -210,7 +210,7 @@ class SignalSet:
     >>> s = load_signal("camera", resolution=4)
     >>> train = SignalSet(s, s.train_index)
     >>> (coords, i), values = train.batch(torch.tensor([5, 0]))
-    >>> coords.shape, i.tolist(), values.shape, len(train.train_indices(0, 10**6, 0)), len(train)
+    >>> coords.shape, i.tolist(), values.shape, len(train.train_indices(10**6, 0, 0)), len(train)
     (torch.Size([2, 2]), [5, 0], torch.Size([2, 1]), 16, 16)
     """
 
@@ -226,9 +226,13 @@ class SignalSet:
         return (self.signal.coords[rows], index), self.signal.values[rows]
 
     def train_indices(
-        self, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1
+        self, batch_size: int, step: int, seed: int, rank: int = 0, world: int = 1
     ) -> torch.Tensor:
-        """This rank's share of training batch ``step``; capped at the whole set."""
+        """This rank's share of training batch ``step``; capped at the whole set.
+
+        The arguments follow :func:`~deqkit.data.train_batch_indices` (without ``n``), the order
+        in which the trainer passes them.
+        """
         n = len(self)
         size = min(batch_size, n - n % world)
         return train_batch_indices(n, size, step, seed, rank, world)
