@@ -61,7 +61,12 @@ def prepare_data(cfg: Config, state: dict | None = None) -> DataSplits:
 
 
 def build_task(cfg: Config, data_info: dict) -> Task:
-    """The recipe's task (``task.name`` or the model's ``TASK``) with its options."""
+    """The recipe's task (``task.name`` or the model's ``TASK``) with its options.
+
+    >>> from deqkit.train.recipe import parse
+    >>> build_task(parse({"model": {"name": "mdeq"}}), {"num_classes": 10}).best
+    Best(metric='acc', mode='max')
+    """
     cls = get_task(cfg.task_name)
     try:
         return cls(data_info, **cfg.task_options())

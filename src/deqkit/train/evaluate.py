@@ -23,7 +23,11 @@ __all__ = ["evaluate", "evaluate_checkpoint", "residual_trace", "solution_stats"
 
 
 def to_device(tree: Any, device: torch.device) -> Any:
-    """Every tensor inside tuples/lists/dicts moved to ``device`` (other leaves unchanged)."""
+    """Every tensor inside tuples/lists/dicts moved to ``device`` (other leaves unchanged).
+
+    >>> to_device({"x": torch.ones(1), "n": 3}, torch.device("cpu"))
+    {'x': tensor([1.]), 'n': 3}
+    """
     if isinstance(tree, torch.Tensor):
         return tree.to(device)
     if isinstance(tree, dict):
@@ -34,7 +38,13 @@ def to_device(tree: Any, device: torch.device) -> Any:
 
 
 def solution_stats(sol: Any) -> dict[str, float]:
-    """Batch means of the forward (and, once backward ran, adjoint) solver statistics."""
+    """Batch means of the forward (and, once backward ran, adjoint) solver statistics.
+
+    >>> import deqkit as dk
+    >>> _, sol = dk.fixed_point(lambda z: 0.5 * z + 1.0, torch.zeros(2, 1), tol=1e-6)
+    >>> sorted(solution_stats(sol)), solution_stats(None)
+    (['fwd_converged', 'fwd_nstep', 'fwd_residual'], {})
+    """
     if sol is None:
         return {}
     stats = {
@@ -60,6 +70,17 @@ def evaluate(
     """The task's metrics, ``loss``, ``n`` and the forward solver statistics over ``dataset``.
 
     Returns ``(metrics, pictures)``: pictures of the first batch when asked (rank 0).
+
+    >>> from deqkit.train.task import Classification
+    >>> class Pairs:
+    ...     def __len__(self): return 4
+    ...     def batch(self, index, generator=None):
+    ...         return torch.eye(2)[index % 2], index % 2
+    >>> class Model(nn.Module):
+    ...     def forward(self, x): return 5 * x, None       # logits; no DEQ layer
+    >>> metrics, _ = evaluate(Model(), Classification({"num_classes": 2}), Pairs(), 3)
+    >>> metrics["acc"], metrics["n"]
+    (1.0, 4)
     """
     env = env or DistEnv()
     was_training = model.training

@@ -53,7 +53,17 @@ _MEAN_KEYS = ("fwd_nstep", "fwd_residual", "fwd_converged", "bwd_nstep", "bwd_re
 
 
 def check_run_dir(out: Path, resume: bool, force: bool) -> None:
-    """Refuse a run directory that is a file, lies under a file, or holds another run."""
+    """Refuse a run directory that is a file, lies under a file, or holds another run.
+
+    >>> import tempfile
+    >>> run = Path(tempfile.mkdtemp())
+    >>> check_run_dir(run, resume=False, force=False)    # empty: fine
+    >>> _ = (run / "metrics.jsonl").write_text("")
+    >>> check_run_dir(run, resume=False, force=False)
+    Traceback (most recent call last):
+    ...
+    deqkit.train.errors.RunError: ... already holds a run (metrics.jsonl); use --resume to continue it, --force to start over (deletes it) or another --out
+    """  # noqa: E501
     for parent in (out, *out.parents):
         if parent.exists() and not parent.is_dir():
             where = "is a file" if parent == out else f"lies under the file {parent}"
@@ -271,6 +281,8 @@ def train(
         for step in range(start, cfg.train.steps):
             if stop_after is not None and step >= stop_after:
                 bar.close()
+                if board is not None:
+                    board.close()
                 return {}
             tic = time.perf_counter()
             # The mode follows from the step alone, so a resumed run picks the same one.
@@ -284,6 +296,8 @@ def train(
                 skipped_in_row += 1
                 if cfg.train.on_nonfinite == "stop" or skipped_in_row > cfg.train.max_skips:
                     bar.close()
+                    if board is not None:
+                        board.close()
                     kept = load_checkpoint(ckpt_path)["step"] if ckpt_path.is_file() else None
                     last = f"{ckpt_path} (step {kept})" if kept is not None else "none written yet"
                     why = "" if cfg.train.on_nonfinite == "stop" else " (too many in a row)"

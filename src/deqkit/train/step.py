@@ -48,7 +48,14 @@ class StepParts:
 
 
 def autocast(cfg: Config, device: torch.device):
-    """The recipe's mixed-precision context (``train.precision``) for ``device``."""
+    """The recipe's mixed-precision context (``train.precision``) for ``device``.
+
+    >>> from deqkit.train.recipe import parse
+    >>> cfg = parse({"model": {"name": "mdeq"}, "train": {"precision": "bf16"}})
+    >>> with autocast(cfg, torch.device("cpu")):
+    ...     print((torch.ones(2, 2) @ torch.ones(2, 2)).dtype)
+    torch.bfloat16
+    """
     if cfg.train.precision == "fp32":
         return contextlib.nullcontext()
     if cfg.train.precision == "fp16" and device.type != "cuda":
