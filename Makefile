@@ -44,3 +44,16 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
+
+# The documentation site: site/ from docs/ and the package's docstrings, strict (a broken link,
+# a missing reference or a docstring that fails to render fails the build).
+DOCS_STAMP := $(VENV)/.deqkit-docs-installed
+.PHONY: docs
+
+$(DOCS_STAMP): $(STAMP)
+	$(PIP) -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+	@echo "site: site/index.html"
