@@ -34,6 +34,19 @@ def test_normalisation_is_gcn_norm_on_directed_chain():
     torch.testing.assert_close(dense, expect)
 
 
+def test_normalisation_equals_torch_geometric_gcn_norm():
+    from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+    gen = torch.Generator().manual_seed(0)
+    ei = torch.randint(0, 30, (2, 80), generator=gen)
+    ei = ei[:, ei[0] != ei[1]].unique(dim=1)
+    w = torch.rand(ei.shape[1], generator=gen)
+    ours = normalise_edges(ei, 30, w)
+    theirs = gcn_norm(ei, w, 30, add_self_loops=True)
+    as_dense = [torch.sparse_coo_tensor(e, v, (30, 30)).to_dense() for e, v in (ours, theirs)]
+    torch.testing.assert_close(*as_dense)
+
+
 def test_bad_edges_are_rejected():
     with pytest.raises(ValueError, match="outside"):
         normalise_edges(torch.tensor([[0], [5]]), 3)
@@ -84,7 +97,7 @@ def test_chains_signal_only_at_chain_start_and_edges_directed():
     assert g.y.tolist() == [0] * 36 + [1] * 36
     off = g.edge_index[0] != g.edge_index[1]
     assert (g.edge_index[1, off] - g.edge_index[0, off] == 1).all()  # i -> i + 1 only
-    assert g.cache["lambda_pf"] == pytest.approx(1.0, rel=1e-5)
+    assert g.cache["lambda_pf"] == pytest.approx(0.5, rel=1e-5)  # "sym_undirected"
     masks = [g.masks[k] for k in ("train", "val", "test")]
     assert [int(m.sum()) for m in masks] == [10, 20, 30]
     assert not (masks[0] & masks[1]).any() and not (masks[1] & masks[2]).any()

@@ -11,7 +11,7 @@ node tasks (PPI) batch several graphs with every real node scored. Graph classif
 >>> data = CHAINS.load(ChainsOptions(length=10), DataContext())
 >>> batch, (y, mask) = data.train.batch(torch.tensor([0]))
 >>> data.info, tuple(batch.x.shape), int(mask.sum()), round(batch.spectral["lambda_pf"], 4)
-({'num_features': 100, 'num_classes': 2}, (1, 400, 100), 20, 1.0)
+({'num_features': 100, 'num_classes': 2}, (1, 400, 100), 20, 0.5)
 """
 
 from __future__ import annotations

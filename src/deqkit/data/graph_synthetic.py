@@ -45,13 +45,16 @@ def chains(
     num_features: int = 100,
     split: tuple[int, int, int] = (20, 100, 200),
     seed: int = 0,
+    normalisation: str = "sym_undirected",
 ) -> Graph:
     """The chains benchmark of Gu et al. (2020): disjoint directed chains, label = chain class.
 
     Each chain is ``0 -> 1 -> ... -> length-1``; only its first node carries the class, as a one
     in feature dimension ``class`` (all other features are zero). Information must therefore
     travel ``length - 1`` hops; a k-layer message-passing net sees only k. Nodes are split at
-    random into ``split`` train/val/test nodes (the paper's 20/100/200).
+    random into ``split`` train/val/test nodes (the paper's 20/100/200). ``normalisation`` of
+    A + I is "sym_undirected" by default: see :func:`~deqkit.data.graphs.normalise_edges` for
+    why "sym" (in-degrees) caps the signal an implicit layer can carry along a directed chain.
 
     >>> g = chains(length=10)
     >>> g.num_nodes, int(g.x.sum()), [int(g.masks[k].sum()) for k in ("train", "val", "test")]
@@ -68,7 +71,8 @@ def chains(
     heads = torch.arange(count) * length
     x[heads, y[heads]] = 1.0
     edges = torch.cat([_chain_edges(h, length) for h in heads.tolist()], 1)
-    graph = Graph(x, *normalise_edges(edges, n), y=y, masks=random_split(n, split, seed))
+    edges, weights = normalise_edges(edges, n, normalisation=normalisation)
+    graph = Graph(x, edges, weights, y=y, masks=random_split(n, split, seed))
     return with_spectral_bound(graph)
 
 

@@ -24,7 +24,21 @@ __all__ = [
 ]
 
 #: Edge normalisations accepted by :func:`normalise_edges`.
-NORMALISATIONS = ("sym", "none")
+NORMALISATIONS = ("sym", "sym_undirected", "none")
+
+
+def _undirected_degree(edge_index: torch.Tensor, weight: torch.Tensor, n: int) -> torch.Tensor:
+    """Weighted degree of the undirected skeleton without self-loops (i ~ j counted once)."""
+    off = edge_index[0] != edge_index[1]
+    i, j = edge_index[:, off]
+    w = weight[off]
+    lo, hi = torch.minimum(i, j), torch.maximum(i, j)
+    keys, inverse = torch.unique(lo * n + hi, return_inverse=True)
+    pair_w = torch.zeros(len(keys)).scatter_reduce_(0, inverse, w, "amax", include_self=False)
+    degree = torch.zeros(n)
+    degree.index_add_(0, keys // n, pair_w)
+    degree.index_add_(0, keys % n, pair_w)
+    return degree
 
 
 def normalise_edges(
@@ -34,12 +48,21 @@ def normalise_edges(
     normalisation: str = "sym",
     self_loops: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edges and weights of ``D^-1/2 (A + I) D^-1/2`` ("sym", torch_geometric's GCN norm) or A.
+    """Edges and weights of ``D^-1/2 (A + I) D^-1/2`` or of A + I ("none"); the edge set (and
+    so the direction messages flow) is kept as given.
+
+    "sym" takes D from the in-degrees of A + I (GCN's normalisation). "sym_undirected" takes
+    D from the undirected skeleton (each neighbour, in or out, counted once, with the larger of
+    the two weights), so a node is not favoured for lacking in-edges: on a directed chain
+    the first node's self-loop keeps weight 1 under "sym", which makes λ_pf(A') = 1 and caps
+    IGNN's gain per hop below 1; under "sym_undirected" λ_pf(A') = 1/2 and the gain can reach 1.
 
     >>> ei = torch.tensor([[0, 1], [1, 2]])  # the directed chain 0 -> 1 -> 2
     >>> ei2, w = normalise_edges(ei, 3)
     >>> ei2.shape[1], [round(v, 4) for v in w.tolist()]
     (5, [0.7071, 0.5, 1.0, 0.5, 0.5])
+    >>> [round(v, 4) for v in normalise_edges(ei, 3, normalisation="sym_undirected")[1].tolist()]
+    [0.4082, 0.4082, 0.5, 0.3333, 0.5]
     """
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
@@ -47,17 +70,22 @@ def normalise_edges(
         raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
     if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= num_nodes):
         raise ValueError(f"edge_index refers to nodes outside 0..{num_nodes - 1}")
-    if normalisation == "sym":
-        from torch_geometric.nn.conv.gcn_conv import gcn_norm
-
-        weight = None if edge_weight is None else edge_weight.float()
-        return gcn_norm(edge_index, weight, num_nodes, add_self_loops=self_loops)
+    weight = torch.ones(edge_index.shape[1]) if edge_weight is None else edge_weight.float()
+    skeleton = _undirected_degree(edge_index, weight, num_nodes)
     if self_loops:
         loops = torch.arange(num_nodes).repeat(2, 1)
-        weight = torch.ones(edge_index.shape[1]) if edge_weight is None else edge_weight
-        return torch.cat([edge_index, loops], 1), torch.cat([weight, torch.ones(num_nodes)])
-    weight = torch.ones(edge_index.shape[1]) if edge_weight is None else edge_weight.float()
-    return edge_index, weight
+        edge_index = torch.cat([edge_index, loops], 1)
+        weight = torch.cat([weight, torch.ones(num_nodes)])
+    if normalisation == "none":
+        return edge_index, weight
+    # torch_geometric's gcn_norm (tested equal), written out: importing torch_geometric takes
+    # seconds, and the data layer only needs these few lines.
+    if normalisation == "sym":
+        degree = torch.zeros(num_nodes).index_add_(0, edge_index[1], weight)
+    else:
+        degree = skeleton + (1.0 if self_loops else 0.0)
+    scale = degree.pow(-0.5).masked_fill_(degree == 0, 0.0)
+    return edge_index, scale[edge_index[0]] * weight * scale[edge_index[1]]
 
 
 @dataclass
@@ -221,9 +249,28 @@ def batch_graphs(graphs: list[Graph], dtype: torch.dtype = torch.float32) -> Gra
 
 
 def _ratios(m: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
-    """Collatz–Wielandt bounds: min_i (Mv)_i / v_i ≤ λ_pf(M) ≤ max_i (Mv)_i / v_i for v > 0."""
-    r = torch.sparse.mm(m, v[:, None])[:, 0] / v
-    return float(r.min()), float(r.max())
+    """Collatz–Wielandt bounds on λ_pf(M) for M ≥ 0: max_i (Mv)_i / v_i over v > 0 bounds it
+    from above; min over the support of any v' ≥ 0 from below (M v' ≥ μ v' implies μ ≤ λ_pf).
+    The lower bound uses v with its negligible entries cut, so that parts of a reducible matrix
+    the Perron vector does not reach (isolated padding nodes, upstream components) drop out."""
+    upper = (torch.sparse.mm(m, v[:, None])[:, 0] / v).max()
+    cut = torch.where(v > 1e-9 * v.max(), v, torch.zeros_like(v))
+    support = cut > 0
+    lower = (torch.sparse.mm(m, cut[:, None])[:, 0][support] / cut[support]).min()
+    return float(lower), float(upper)
+
+
+def _strong_blocks(indices: torch.Tensor, n: int) -> torch.Tensor:
+    """Which edges stay inside a strongly connected component (scipy's Tarjan)."""
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    row, col = indices.numpy()
+    pattern = coo_matrix((np.ones(len(row)), (row, col)), shape=(n, n))
+    _, label = connected_components(pattern, directed=True, connection="strong")
+    label = torch.from_numpy(label)
+    return label[indices[0]] == label[indices[1]]
 
 
 def perron_root(
@@ -231,10 +278,14 @@ def perron_root(
 ) -> float:
     """Upper bound on λ_pf(|A|) of a sparse matrix within relative ``tol``, by power iteration.
 
-    Iterates on |A| + I (aperiodic, same Perron vector) and on its transpose, and stops when the
-    Collatz–Wielandt lower and upper bounds meet; the smaller upper bound is returned, so the
-    projection radius built from it is safe. ``floor`` (as in the reference code) keeps the
-    radius finite for nilpotent graphs (directed acyclic, no self-loops), where λ_pf = 0.
+    λ_pf of a reducible matrix is the largest λ_pf of its strongly connected components (the
+    Frobenius normal form is block triangular), so edges between components are dropped first:
+    what is left is block diagonal with irreducible blocks, on which power iteration of |A| + I
+    (aperiodic, same Perron vectors) converges fast, also for long directed chains whose
+    transient would otherwise last as long as the chain. It stops when the Collatz–Wielandt lower
+    and upper bounds meet and returns the upper one, so the projection radius built from it is
+    safe. ``floor`` (as in the reference code) keeps the radius finite for nilpotent graphs
+    (directed acyclic, no self-loops), where λ_pf = 0.
 
     >>> a = torch.tensor([[0.0, 0.5], [0.5, 0.0]]).to_sparse()
     >>> round(perron_root(a), 6)
@@ -243,25 +294,21 @@ def perron_root(
     if operator.layout != torch.sparse_coo or operator.dim() != 2:
         raise TypeError(f"perron_root needs a 2-D sparse COO tensor, got {operator.layout}")
     n = operator.shape[0]
-    a = operator.coalesce().to(torch.float64)
+    a = operator.coalesce().to(torch.float64).cpu()
+    inside = _strong_blocks(a.indices(), n)
     loops = torch.arange(n).repeat(2, 1)
-    indices = torch.cat([a.indices(), loops], 1)
-    values = torch.cat([a.values().abs(), torch.ones(n, dtype=a.dtype)])
-    shifted = [
-        torch.sparse_coo_tensor(idx, values, (n, n), check_invariants=True).coalesce()
-        for idx in (indices, indices.flip(0))
-    ]
-    vs = [torch.ones(n, dtype=a.dtype) for _ in shifted]
-    lo, hi = 0.0, float("inf")
+    indices = torch.cat([a.indices()[:, inside], loops], 1)
+    values = torch.cat([a.values()[inside].abs(), torch.ones(n, dtype=a.dtype)])
+    m = torch.sparse_coo_tensor(indices, values, (n, n), check_invariants=True).coalesce()
+    v = torch.ones(n, dtype=a.dtype)
+    hi = float("inf")
     for step in range(max_iter):
-        for k, m in enumerate(shifted):
-            w = torch.sparse.mm(m, vs[k][:, None])[:, 0]
-            # A floor keeps v > 0 (the bounds need it) without moving the Perron direction much.
-            vs[k] = (w / w.max()).clamp_min(1e-300)
+        w = torch.sparse.mm(m, v[:, None])[:, 0]
+        # A floor keeps v > 0 (the upper bound needs it) without moving the Perron direction.
+        v = (w / w.max()).clamp_min(1e-300)
         if step % 10 == 9 or step == max_iter - 1:
-            bounds = [_ratios(m, v) for m, v in zip(shifted, vs, strict=True)]
-            lo = max(b[0] for b in bounds) - 1.0
-            hi = min(b[1] for b in bounds) - 1.0
+            lo, hi = _ratios(m, v)
+            lo, hi = lo - 1.0, hi - 1.0
             if hi - lo <= tol * max(hi, floor):
                 break
     return max(hi, floor)

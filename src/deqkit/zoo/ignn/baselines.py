@@ -13,7 +13,10 @@ from deqkit.data.graphs import GraphBatch
 
 from .cell import propagate
 
-__all__ = ["GCN", "SGC"]
+__all__ = ["GCN", "SGC", "TASK", "build_gcn", "build_sgc"]
+
+#: The trainer's task for recipes naming these builders (as for IGNN itself).
+TASK = "deqkit.zoo.ignn.task:NodeClassification"
 
 
 def _flat(batch: GraphBatch) -> torch.Tensor:

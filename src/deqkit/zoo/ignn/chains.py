@@ -108,9 +108,11 @@ def run_length(
     tol: float = 1e-6,
     dtype: torch.dtype = torch.float32,
     models: tuple[str, ...] = ("IGNN", "GCN", "SGC"),
+    normalisation: str = "sym_undirected",
+    identity_init: float = 1.5,
 ) -> dict[str, dict]:
     """Train IGNN, GCN and SGC on chains of ``length``; one result dict per model."""
-    graph = chains(length=length, seed=seed)
+    graph = chains(length=length, seed=seed, normalisation=normalisation)
     batch = batch_graphs([graph], dtype=dtype)
     y, masks = batch.y, batch.masks
     results = {}
@@ -123,7 +125,9 @@ def run_length(
         "on_failure": "ignore",
     }
     builders = {
-        "IGNN": lambda: IGNN(IGNNConfig(hidden=(16,), kappa=0.9), 100, 2, **deq),
+        "IGNN": lambda: IGNN(
+            IGNNConfig(hidden=(16,), kappa=0.9, identity_init=identity_init), 100, 2, **deq
+        ),
         "GCN": lambda: GCN(100, 16, 2),
         "SGC": lambda: SGC(100, 2, hops=2),
     }
