@@ -331,7 +331,7 @@ def zoo_page(model: str, run_assets: Path | None = None) -> tuple[str, dict[str,
             out += [f"![{plot.stem}]({model}-assets/{plot.name})", ""]
     recipes = sorted((folder / "recipes").glob("*.yaml"))
     if recipes:
-        out += ["## Recipes", ""]
+        out += ["## Recipe files", ""]
         for recipe in recipes:
             out += [
                 f"### `{recipe.stem}`",
