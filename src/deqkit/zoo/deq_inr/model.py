@@ -195,11 +195,12 @@ class DEQINR(_MFNParts):
         if self.config.amortize and len(self.cache) == self.cache.size:
             # The DEQ's weight-tied unroll from the cached states: amortize_steps applications
             # of f, differentiated through, no solve.
+            previous = self.deq.pretrain_steps  # the trainer's own unrolled pretraining, if any
             self.deq.pretrain(self.config.amortize_steps)
             try:
                 z, sol = self.deq(g, z0=z0)
             finally:
-                self.deq.pretrain(0)
+                self.deq.pretrain(previous)
         else:
             z, sol = self.deq(g, z0=z0)
         if self.config.amortize:
