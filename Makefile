@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m deqkit train mdeq-digits --out runs/mdeq-digits
+	$(PY) -m deqkit train mdeq-digits --out runs/mdeq-digits --force
 	$(PY) -m deqkit plot runs/mdeq-digits
 	@echo "plots:      runs/mdeq-digits/{training,solver,residuals}.png"
 	@echo "checkpoint: runs/mdeq-digits/checkpoint.pt  (deqkit eval runs/mdeq-digits/checkpoint.pt)"
