@@ -144,7 +144,8 @@ def _summary(obj) -> str:
     if not doc or doc.startswith(f"{getattr(obj, '__name__', '')}("):
         return ""
     paragraph = doc.split("\n\n")[0]
-    return " ".join(line.strip() for line in paragraph.splitlines())
+    text = " ".join(line.strip() for line in paragraph.splitlines())
+    return re.sub(r":\w+:`~?([^`]+)`", lambda m: f"`{m.group(1).rsplit('.', 1)[-1]}`", text)
 
 
 def _escape(text: str) -> str:
