@@ -267,3 +267,68 @@ def test_tied_incremental_stack_has_the_parameters_of_its_plain_deq(kind):
     assert logits.shape == (2, 10) and len(inc.solutions) == 3
     with pytest.raises(ValueError, match="kind must be"):
         BlockClassifier("mlp")
+
+
+# Tiny overrides that keep each recipe's model, solver and data kind but cost seconds.
+_FAST = {
+    "irnn-adding": ["data.length=20", "data.n_train=64", "data.n_test=32"],
+    "irnn-root-adding": ["data.length=20", "data.n_train=64", "data.n_test=32"],
+    "lstm-adding": ["data.length=20", "data.n_train=64", "data.n_test=32"],
+    "irnn-root-digits": ["model.hidden=8", "deq.max_iter=3", "data.eval_batch_size=512"],
+    "irnn-root-permuted-digits": ["model.hidden=8", "deq.max_iter=3", "data.eval_batch_size=512"],
+    "irnn-block-digits": ["model.width=8", "deq.max_iter=3", "data.eval_batch_size=512"],
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(_FAST))
+def test_recipe_runs_three_steps_through_the_cli(recipe, tmp_path):
+    import json
+
+    from deqkit.cli import main
+
+    sets = [*_FAST[recipe], "train.steps=3", "train.eval_every=3", "data.batch_size=16"]
+    args = ["train", recipe, "--out", str(tmp_path / "run")]
+    for item in sets:
+        args += ["--set", item]
+    assert main(args) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert any(r.get("step") == 3 for r in records)
+
+
+@pytest.mark.slow
+def test_mnist_recipe_runs_three_steps_through_the_cli(tmp_path):
+    from deqkit.cli import main
+
+    args = ["train", "irnn-root-mnist", "--out", str(tmp_path / "run")]
+    for item in ["train.steps=3", "train.eval_every=3", "data.batch_size=8", "model.hidden=8"]:
+        args += ["--set", item]
+    assert main(args) == 0
+
+
+def test_every_recipe_is_listed_and_builds():
+    from deqkit.train.config import deq_kwargs
+    from deqkit.train.recipe import load_config
+    from deqkit.zoo import build_model, recipe_paths
+
+    names = {n for n in recipe_paths() if n.startswith(("irnn-", "lstm-adding"))}
+    assert set(_FAST) | {"irnn-root-mnist"} == names
+    seq = {"input_size": 1, "num_outputs": 10, "kind": "classification", "num_classes": 10}
+    for name in names:
+        cfg = load_config(name)
+        info = {"image_size": 8, "num_classes": 10} if "block" in name else seq
+        net = build_model("irnn", cfg.model_kwargs(), deq_kwargs(cfg.deq), info)
+        assert parameter_count(net) > 0
+
+
+def test_sequence_task_losses_and_metrics():
+    from deqkit.zoo.irnn.task import SequenceTask
+
+    copy = SequenceTask({"kind": "per_step", "num_classes": 9})
+    logits = torch.zeros(2, 12, 9)
+    targets = torch.zeros(2, 12, dtype=torch.long)
+    metrics = copy.metrics()
+    copy.update(metrics, logits, targets)
+    assert abs(metrics["ce"].compute().item() - torch.log(torch.tensor(9.0)).item()) < 1e-5
+    assert copy.best.metric == "ce" and copy.best.mode == "min"
+    with pytest.raises(ValueError, match="data_info\\['kind'\\]"):
+        SequenceTask({"kind": "ranking"})

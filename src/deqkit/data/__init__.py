@@ -54,6 +54,7 @@ DATASETS = {
     "planetoid": "deqkit.data.graph_sets:PLANETOID_SOURCE",
     "ppi": "deqkit.data.graph_sets:PPI",
     "signal": "deqkit.data.signals:SOURCE",
+    "sequences": "deqkit.data.sequences:SOURCE",
 }
 
 

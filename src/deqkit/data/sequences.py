@@ -23,9 +23,12 @@ import torch
 
 from .digits import load_digits
 from .mnist import load_mnist
+from .registry import DataContext, DataSource, DataSplits, split_validation
 
 __all__ = [
     "SEQUENCE_TASKS",
+    "SOURCE",
+    "SequenceOptions",
     "SequenceSet",
     "SequenceSplits",
     "adding_task",
@@ -79,9 +82,14 @@ class SequenceSet:
     def input_size(self) -> int:
         return self.inputs.shape[2]
 
-    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets of the given examples."""
+    def batch(
+        self, index: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of the given examples (no augmentation: ``generator`` unused)."""
         return self.inputs[index], self.targets[index]
+
+    def subset(self, index: torch.Tensor) -> SequenceSet:
+        return SequenceSet(self.inputs[index], self.targets[index], self.kind, self.num_outputs)
 
 
 @dataclass(frozen=True)
@@ -214,3 +222,52 @@ def load_sequence_task(
             raise ValueError(f"task {name!r} has a fixed length; got length={length}")
         return sequential_images(name.removeprefix("permuted_"), permuted=name.startswith("perm"))
     raise ValueError(f"unknown sequence task {name!r}; choose one of {SEQUENCE_TASKS}")
+
+
+@dataclass(frozen=True)
+class SequenceOptions:
+    """Recipe keys of the ``sequences`` dataset: ``task`` of :data:`SEQUENCE_TASKS`, ``length``
+    (T of adding and copy; None for the pixel tasks) and the synthetic set sizes."""
+
+    task: str = "adding"
+    length: int | None = None
+    n_train: int = 10_000
+    n_test: int = 1_000
+
+    def __post_init__(self):
+        if self.task not in SEQUENCE_TASKS:
+            raise ValueError(f"data.task must be one of {SEQUENCE_TASKS}, got {self.task!r}")
+        for key in ("n_train", "n_test"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"data.{key} must be a positive integer, got {value!r}")
+
+
+def _load_source(options: SequenceOptions, context: DataContext) -> DataSplits:
+    if context.root is not None:
+        raise ValueError(
+            f"sequence tasks are generated or bundled and take no data.root, got {context.root}"
+        )
+    splits = load_sequence_task(options.task, options.length, options.n_train, options.n_test)
+    train, val = splits.train, None
+    if context.val_fraction > 0:
+        held, kept = split_validation(len(train), context.val_fraction, context.seed)
+        train, val = train.subset(kept), train.subset(held)
+    info = {
+        "task": options.task,
+        "kind": train.kind,
+        "input_size": train.input_size,
+        "steps": train.steps,
+        "num_outputs": train.num_outputs,
+    }
+    if train.kind != "regression":
+        info["num_classes"] = train.num_outputs
+    return DataSplits(train=train, test=splits.test, info=info, val=val)
+
+
+#: The registry's ``sequences`` dataset (``data: {name: sequences, task: adding, length: 200}``).
+SOURCE = DataSource(
+    _load_source,
+    SequenceOptions,
+    description="sequence tasks: adding, copy, (permuted) pixel-by-pixel digits and MNIST",
+)

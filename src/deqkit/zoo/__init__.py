@@ -16,7 +16,13 @@ from pathlib import Path
 __all__ = ["MODELS", "build_model", "model_task", "recipe_paths"]
 
 #: Model name -> the package that builds it.
-MODELS = {"mdeq": "deqkit.zoo.mdeq", "deq_inr": "deqkit.zoo.deq_inr", "ignn": "deqkit.zoo.ignn"}
+MODELS = {
+    "mdeq": "deqkit.zoo.mdeq",
+    "deq_inr": "deqkit.zoo.deq_inr",
+    "ignn": "deqkit.zoo.ignn",
+    "irnn": "deqkit.zoo.irnn",
+    "deq_seq": "deqkit.zoo.deq_seq",
+}
 
 
 def build_model(name: str, model_cfg: dict, deq_options: dict, data_info: dict):

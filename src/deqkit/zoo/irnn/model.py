@@ -29,20 +29,25 @@ VARIANTS = ("euler", "implicit", "phantom")
 _DEQ_KEYS = ("solver", "backward", "tol", "max_iter", "eval_max_iter", "stop_mode", "on_failure")
 
 
+_SEVERITY = [dk.Status.CONVERGED, dk.Status.MAX_ITER, dk.Status.DIVERGED, dk.Status.NONFINITE]
+
+
 class SequenceSolution:
     """Solver statistics over a sequence: per-sample aggregates plus per-step means.
 
     ``nstep`` (B,) is the mean forward iterations per step, ``residual`` (B,) the largest residual
     over the steps and ``converged`` (B,) whether every step of the sample converged, so the
     trainer reads it as it reads a :class:`deqkit.Solution`. ``step_nstep``, ``step_residual`` and
-    ``step_converged`` (T,) are batch means at each time step. ``backward`` aggregates the
+    ``step_converged`` (T,) are batch means at each time step; ``status`` is the worst step's
+    and ``trace`` the last step's (when tracing). ``backward`` aggregates the
     adjoint solves once backward has run (None before, and for phantom gradients).
     """
 
-    trace = None
-
     def __init__(self, solutions: list[dk.Solution], tol: float, stop_mode: str):
         self.solutions, self.tol, self.stop_mode = solutions, tol, stop_mode
+        # The worst step's status; the residual trace of the last step (the trainer plots one).
+        self.status = max((s.status for s in solutions), key=_SEVERITY.index)
+        self.trace = solutions[-1].trace
         nstep = torch.stack([s.nstep.float() for s in solutions])  # (T, B)
         residual = torch.stack([s.residual.float() for s in solutions])
         converged = torch.stack([s.converged for s in solutions])
@@ -118,6 +123,9 @@ class IncrementalRNN(nn.Module):
         self.variant, self.euler_start, self.root_step = variant, euler_start, float(root_step)
         self.hidden = hidden
         self.deq = self._deq_options(dict(deq or {}))
+        # One dk.DEQ layer solves every step (the trainer's budget, trace and pretraining
+        # switches reach it like any DEQ layer's).
+        self.solve = None if variant == "euler" else dk.DEQ(self._map, **self.deq)
 
     def _deq_options(self, options: dict) -> dict:
         unknown = sorted(set(options) - set(_DEQ_KEYS))
@@ -140,18 +148,12 @@ class IncrementalRNN(nn.Module):
             )
         return options
 
+    def _map(self, g, wx, h_prev, U):
+        return g + self.root_step * self.cell.residual(g, h_prev, wx, U)
+
     def _root(self, h_prev, wx, U) -> tuple[torch.Tensor, dk.Solution]:
-        cell, s = self.cell, self.root_step
-
-        def f(g):
-            return g + s * cell.residual(g, h_prev, wx, U)
-
-        options = dict(self.deq)
-        eval_budget = options.pop("eval_max_iter", None)
-        if not self.training and eval_budget is not None:
-            options["max_iter"] = eval_budget
-        # Warm start from h_{t−1}: the states move little per step once trained.
-        return dk.fixed_point(f, h_prev.detach(), **options)
+        # Warm start from h_{t−1}: once trained, the state moves little per step.
+        return self.solve(wx, h_prev, U, z0=h_prev.detach())
 
     def forward(
         self, x: torch.Tensor, h0: torch.Tensor | None = None, *, keep_grads: bool = False
@@ -180,5 +182,5 @@ class IncrementalRNN(nn.Module):
         self.last_states = states if keep_grads else None
         stats = None
         if solutions:
-            stats = SequenceSolution(solutions, self.deq["tol"], self.deq.get("stop_mode", "rel"))
+            stats = SequenceSolution(solutions, self.solve.tol, self.solve.stop_mode)
         return torch.stack(states, dim=1), stats
