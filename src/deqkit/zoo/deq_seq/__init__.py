@@ -1,0 +1,44 @@
+"""Sequence DEQs: the DEQ-Transformer and DEQ-TrellisNet language models (Bai, Kolter, Koltun,
+NeurIPS 2019), with the reusable history-padding interface, explicit baselines and LM task.
+
+One package holds both models because they share everything around the cell: the
+:class:`SequenceCell` interface and :class:`SequenceDEQ` (history padding, injection once per
+forward, memories), the language model and its head, the baselines and the task.
+"""
+
+from __future__ import annotations
+
+from .baselines import LSTMBody, UntiedStack
+from .model import SeqLMConfig, SequenceLM
+from .seq import Memory, SequenceCell, SequenceDEQ
+from .transformer import DEQTransformerCell
+from .trellisnet import TrellisNetCell
+
+__all__ = [
+    "DEQTransformerCell",
+    "LSTMBody",
+    "Memory",
+    "SeqLMConfig",
+    "SequenceCell",
+    "SequenceDEQ",
+    "SequenceLM",
+    "TrellisNetCell",
+    "UntiedStack",
+    "build",
+]
+
+
+def build(model_cfg: dict, deq_options: dict, data_info: dict) -> SequenceLM:
+    """Build a sequence LM from a recipe's ``model`` and ``deq`` sections.
+
+    ``data_info`` needs ``vocab_size``.
+
+    >>> lm = build({"name": "deq_seq", "d_model": 8, "n_head": 2, "d_inner": 16},
+    ...            {"max_iter": 5}, {"vocab_size": 20})
+    >>> type(lm.body).__name__
+    'SequenceDEQ'
+    """
+    if "vocab_size" not in data_info:
+        raise ValueError(f"data_info lacks 'vocab_size'; got keys {sorted(data_info)}")
+    options = {k: v for k, v in model_cfg.items() if k != "name"}
+    return SequenceLM(SeqLMConfig.from_dict(options), data_info["vocab_size"], **deq_options)

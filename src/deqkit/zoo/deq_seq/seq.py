@@ -1,0 +1,173 @@
+"""The reusable piece of every sequence DEQ: history padding, injection once, memories.
+
+A sequence cell is the transformation f of the original DEQ code, called as
+``cell(z1s, us, z0, *extra)``::
+
+    [<--------------- us --------------->]
+    [<==== z0 ====>|<======= z1s =======>]
+    [  (pad_len=L) |    (seq_len=L')     ]
+
+- ``z1s`` (B, L', D): the hidden sequence of the current segment, the unknown of the solve;
+- ``us`` (B, L + L', U): the input injection over history and segment, computed once per
+  forward by ``cell.inject`` (the history part is cached from the previous segment);
+- ``z0`` (B, L, D): history padding, the previous segment's equilibrium. It is context for f,
+  never part of the unknown, and is detached (Transformer-XL style memories);
+- ``extra``: further inputs such as positional encodings (``cell.extra_inputs``).
+
+:class:`SequenceDEQ` solves such a cell with :class:`deqkit.DEQ` (or unrolls it with
+``unroll=n`` for the explicit weight-tied baseline) and returns the new :class:`Memory`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+import deqkit as dk
+
+__all__ = ["Memory", "SequenceCell", "SequenceDEQ"]
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What one segment hands the next: history padding ``z`` (B, L, D), the injection at those
+    positions ``u`` (B, L, U) and the last ``x`` embeddings (B, k, E) that ``cell.inject`` needs
+    as left context (k = ``cell.input_context``). All are detached.
+
+    >>> m = Memory(torch.zeros(2, 3, 4), torch.zeros(2, 3, 12), torch.zeros(2, 0, 4))
+    >>> m.length, m.batch_size
+    (3, 2)
+    """
+
+    z: torch.Tensor
+    u: torch.Tensor
+    x: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        """History length L."""
+        return self.z.shape[1]
+
+    @property
+    def batch_size(self) -> int:
+        """Batch size B."""
+        return self.z.shape[0]
+
+
+class SequenceCell(nn.Module):
+    """Base class of a sequence DEQ cell: override ``inject``, ``forward`` and the sizes.
+
+    Attributes a subclass sets: ``d_state`` (D of z), ``d_inject`` (U of us), ``d_input`` (E of
+    the embeddings), ``d_out`` (features of :meth:`output`), ``input_context`` (previous
+    embeddings ``inject`` needs) and ``min_history`` (history positions f needs even on the first
+    segment; they start as zeros).
+
+    >>> class Decay(SequenceCell):
+    ...     d_state = d_inject = d_input = d_out = 2
+    ...     def inject(self, x):
+    ...         return x
+    ...     def forward(self, z1s, us, z0):
+    ...         return 0.5 * z1s + us[:, z0.shape[1]:]
+    >>> cell = Decay()
+    >>> m = cell.initial_memory(torch.zeros(1, 3, 2))
+    >>> m.length
+    0
+    """
+
+    d_state: int
+    d_inject: int
+    d_input: int
+    d_out: int
+    input_context: int = 0
+    min_history: int = 0
+
+    def inject(self, x: torch.Tensor) -> torch.Tensor:
+        """Injection for the segment's positions from ``x`` = [previous context, segment]."""
+        raise NotImplementedError
+
+    def extra_inputs(self, qlen: int, klen: int, like: torch.Tensor) -> tuple:
+        """Further inputs of f that depend only on the lengths (e.g. positional encodings)."""
+        return ()
+
+    def output(self, z: torch.Tensor) -> torch.Tensor:
+        """The features the head reads from the equilibrium (default: all of z)."""
+        return z
+
+    def initial_memory(self, x: torch.Tensor) -> Memory:
+        """Zero history for the first segment of a batch of embeddings ``x`` (B, L', E)."""
+        b, n = x.shape[0], self.min_history
+        zeros = x.new_zeros
+        context = zeros(b, self.input_context, x.shape[2])
+        return Memory(zeros(b, n, self.d_state), zeros(b, n, self.d_inject), context)
+
+
+class SequenceDEQ(nn.Module):
+    """Solve a :class:`SequenceCell` over a segment with history; returns (z*, memory, solution).
+
+    Args:
+        cell: the sequence cell.
+        mem_len: history positions kept for the next segment (at least ``cell.min_history``).
+        unroll: 0 solves to equilibrium; n > 0 applies the cell n times explicitly (the
+            weight-tied unrolled baseline, backpropagated like an n-layer network).
+        **deq_options: keyword arguments of :class:`deqkit.DEQ`.
+
+    >>> from deqkit.zoo.deq_seq import DEQTransformerCell
+    >>> layer = SequenceDEQ(DEQTransformerCell(8, 2, 16), mem_len=4, max_iter=30, tol=1e-4)
+    >>> x = torch.randn(2, 5, 8)
+    >>> z, mem, sol = layer(x)
+    >>> z.shape, mem.z.shape, mem.u.shape
+    (torch.Size([2, 5, 8]), torch.Size([2, 4, 8]), torch.Size([2, 4, 24]))
+    """
+
+    def __init__(self, cell: SequenceCell, mem_len: int = 0, unroll: int = 0, **deq_options):
+        super().__init__()
+        if not isinstance(cell, SequenceCell):
+            raise TypeError(f"cell must be a SequenceCell, got {type(cell).__name__}")
+        if isinstance(mem_len, bool) or not isinstance(mem_len, int) or mem_len < 0:
+            raise ValueError(f"mem_len must be an int >= 0, got {mem_len!r}")
+        self.mem_len = max(mem_len, cell.min_history)
+        self.deq = dk.DEQ(cell, **deq_options)
+        self.unroll = unroll
+        if unroll:
+            self.deq.pretrain(unroll)
+
+    @property
+    def cell(self) -> SequenceCell:
+        """The sequence cell."""
+        return self.deq.cell
+
+    def output(self, z: torch.Tensor) -> torch.Tensor:
+        """The features of the equilibrium the head reads (``cell.output``)."""
+        return self.cell.output(z)
+
+    def forward(
+        self, x: torch.Tensor, memory: Memory | None = None, z_init: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Memory, dk.Solution]:
+        """Equilibrium of segment embeddings ``x`` (B, L', E) given the previous ``memory``."""
+        cell = self.cell
+        if memory is None:
+            memory = cell.initial_memory(x)
+        if memory.batch_size != x.shape[0]:
+            raise ValueError(f"memory has batch size {memory.batch_size} but x has {x.shape[0]}")
+        qlen, klen = x.shape[1], memory.length + x.shape[1]
+        u = cell.inject(torch.cat([memory.x, x], dim=1))  # once per forward, outside the solve
+        us = torch.cat([memory.u, u], dim=1)
+        extra = cell.extra_inputs(qlen, klen, x)
+        z0 = memory.z
+        start = z_init if z_init is not None else x.new_zeros(x.shape[0], qlen, cell.d_state)
+        z, sol = self.deq(us, z0, *extra, z0=start)
+        new = self._next_memory(memory, z, u, x)
+        return z, new, sol
+
+    def _next_memory(self, memory: Memory, z, u, x) -> Memory:
+        n, k = self.mem_len, self.cell.input_context
+        return Memory(_keep(memory.z, z, n), _keep(memory.u, u, n), _keep(memory.x, x, k))
+
+
+def _keep(old: torch.Tensor, new: torch.Tensor, m: int) -> torch.Tensor:
+    """The last m positions of [old, new], detached (memories carry no gradient)."""
+    if m == 0:
+        return new[:, :0].detach()
+    return torch.cat([old, new.detach()], dim=1)[:, -m:]
