@@ -70,6 +70,11 @@ def test_toy_task_cli_sigkill_resume_eval_plot(kind, tmp_path, capsys, monkeypat
     losses = [r["loss"] for r in read_metrics(ref / "metrics.jsonl", "train")]
     assert [r["loss"] for r in read_metrics(killed / "metrics.jsonl", "train")] == losses
     summary = json.loads((killed / "summary.json").read_text())
+    reference = json.loads((ref / "summary.json").read_text())
+    # The summary covers the whole run, not only the resumed steps.
+    for key in ("mean_fwd_nstep", "mean_bwd_nstep", "mean_fwd_residual", "best_step"):
+        if key in reference:
+            assert summary[key] == pytest.approx(reference[key], rel=1e-9), key
     assert summary["train_seconds"] > 0 and summary["task"] == f"toy_{kind}".replace(
         "chars", "char_lm"
     )
