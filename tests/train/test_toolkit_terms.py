@@ -102,6 +102,13 @@ def test_nonfinite_loss_stops_and_names_the_last_good_checkpoint(tmp_path):
     assert sum(r.get("skipped", False) for r in records) == 3
 
 
+def test_diverging_solver_stops_the_run(tmp_path):
+    raw = toy_tasks.recipe("regression", train={"steps": 3, **QUIET})
+    raw["model"] = {"name": "toy_tasks:build_exploding"}
+    with pytest.raises(RunError, match="step 1: non-finite training .*solver status DIVERGED"):
+        train(parse(raw), tmp_path / "run", progress=False)
+
+
 @pytest.mark.slow
 def test_compiled_cell_trains_like_the_eager_one(tmp_path, plain):
     records = _records(tmp_path, train={"compile": True})

@@ -109,6 +109,27 @@ def build_regressor(model_cfg, deq_options, data_info):
     return Regressor(data_info["features"], data_info["outputs"], width, deq_options, skip)
 
 
+class Exploding(nn.Module):
+    """z -> 3 z + x: the fixed-point iteration diverges (a solver failure, not a NaN)."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.inject = nn.Linear(4, width)
+        self.deq = dk.DEQ(lambda z, x: 3.0 * z + x, **{**DEQ_DIVERGES, "on_failure": "ignore"})
+        self.head = nn.Linear(width, 2)
+
+    def forward(self, x):
+        z, sol = self.deq(self.inject(x))
+        return self.head(z.clamp(-1, 1)), sol
+
+
+DEQ_DIVERGES = {"solver": "fixed_point", "tol": 1e-6, "max_iter": 60}
+
+
+def build_exploding(model_cfg, deq_options, data_info):
+    return Exploding(model_cfg.get("width", 8))
+
+
 TASK = "toy_tasks:ToyRegression"
 
 # --- character language model on a fixed text ------------------------------------------------

@@ -111,7 +111,8 @@ def run_step(cfg: Config, parts: StepParts, step: int, pretraining: bool) -> dic
     if env.distributed:
         bad = all_reduce_sum(torch.tensor([float(bad)]), env).item() > 0
     if bad:
-        raise NonFinite(f"loss {total.item():.4g}" + (f", solver {sol.status!s}" if sol else ""))
+        status = f", solver status {dk.Status(int(sol.status)).name}" if sol is not None else ""
+        raise NonFinite(f"loss {total.item():.4g}{status}")
     if parts.scaler is not None:
         parts.scaler.scale(total).backward()
         parts.scaler.unscale_(parts.optimizer)
