@@ -106,6 +106,21 @@ def test_amortised_cache_is_keyed_by_coordinate_index_and_survives_shuffling():
     assert torch.allclose(after, expected, atol=1e-6)
 
 
+def test_the_amortised_states_travel_with_the_state_dict():
+    net, coords = tiny()
+    index = torch.arange(12)
+    assert "_extra_state" in net.state_dict() and net.state_dict()["_extra_state"] == {}
+    net(coords, index)  # solve, cache filled
+    state = net.state_dict()
+    fresh, _ = tiny(seed=1)
+    fresh.load_state_dict(state)
+    out_a, sol_a = net(coords, index)
+    out_b, sol_b = fresh(coords, index)
+    assert sol_a.nfev == sol_b.nfev == 1 and torch.equal(out_a, out_b)
+    fresh.load_state_dict({**state, "_extra_state": {}})
+    assert len(fresh.cache) == 0
+
+
 def test_partial_batches_solve_until_every_coordinate_is_cached():
     net, coords = tiny()
     _, sol = net(coords[:6], torch.arange(6))

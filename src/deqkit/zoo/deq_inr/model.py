@@ -186,6 +186,22 @@ class DEQINR(_MFNParts):
         self.deq = dk.DEQ(self.cell, **deq_options)
         self.cache = dk.FixedPointCache(num_points)
 
+    def get_extra_state(self) -> dict:
+        """The amortised states travel with the weights (checkpoints, ``--resume``): a resumed
+        run then takes the same amortised step as the uninterrupted one. Only a complete cache
+        is kept; a partial one (mini-batches within the first epoch) is rebuilt by solving."""
+        if len(self.cache) < self.cache.size:
+            return {}
+        weight = self.readout.weight
+        default = weight.new_zeros(self.cache.size, self.config.width)
+        return {"amortized_states": self.cache.get(torch.arange(self.cache.size), default)}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore the amortised states saved by :meth:`get_extra_state`."""
+        self.cache.clear()
+        if "amortized_states" in state:
+            self.cache.put(torch.arange(self.cache.size), state["amortized_states"])
+
     def forward(self, coords: torch.Tensor, index: torch.Tensor | None = None):
         g = self.filters(coords)  # once per batch: every f application below reuses them
         if not (self.training and torch.is_grad_enabled() and index is not None):
