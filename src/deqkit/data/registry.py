@@ -15,7 +15,7 @@ A set (train, val, test) is any object with ``__len__`` and ``batch(index, gener
 ``index`` is a 1-D tensor of sample indices, ``generator`` is set for training batches (use it for
 random augmentation, so a resumed run draws the same). What ``batch`` returns is the task's
 business (``Task.split`` takes it apart): a tuple, a dict, a graph batch. A set may also define
-``train_indices(step, batch_size, seed, rank, world)`` to choose its own training batches (a
+``train_indices(batch_size, step, seed, rank, world)`` to choose its own training batches (a
 contiguous text stream); the default is :func:`deqkit.data.train_batch_indices`.
 
 >>> import torch
