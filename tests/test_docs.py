@@ -156,3 +156,29 @@ def test_package_metadata_agrees():
     citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert citation["cff-version"].startswith("1.2") and citation["version"] == deqkit.__version__
     assert f"## [{deqkit.__version__}]" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_benchmark_tables_agree_with_the_committed_report():
+    report = (reference.BENCH / "results" / "RESULTS.md").read_text()
+    table = reference.bench_forward_table()
+    for row in table.splitlines()[2:]:
+        _, problem, solver, nfev, _, _, _ = (c.strip() for c in row.split("|"))
+        ours, theirs = nfev.split(" / ")
+        line = f"| {problem[1]} | {solver} | {ours} | {theirs} |"
+        assert line in report, line
+    for page in PAGES:
+        text = reference.expand_markers(page.read_text())
+        assert "<!-- generated:" not in text, page
+    with pytest.raises(ValueError, match="unknown generated block"):
+        reference.expand_markers("<!-- generated: nope -->")
+
+
+def test_generator_doctests():
+    import doctest
+
+    assert doctest.testmod(reference).failed == 0
+    pytest.importorskip("griffe", reason="the docs extra (make docs installs it)")
+    import griffe_doctest
+
+    result = doctest.testmod(griffe_doctest)
+    assert result.attempted >= 3 and result.failed == 0

@@ -97,3 +97,8 @@ def on_files(files, config, **kwargs):
     for path, src in assets.items():
         _add(files, config, path, src=src)
     return files
+
+
+def on_page_markdown(markdown, **kwargs):
+    # Benchmark tables in hand-written pages come from benchmarks/results/results.json.
+    return reference.expand_markers(markdown)

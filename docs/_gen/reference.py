@@ -417,3 +417,111 @@ def benchmark_notes() -> tuple[str, dict[str, Path]]:
 def changelog() -> str:
     """The repository's CHANGELOG.md, with its links made to work from the site."""
     return _rewrite_links((ROOT / "CHANGELOG.md").read_text(), ROOT, {}, "assets")
+
+
+# ------------------------------------------------------------- benchmark tables in the pages
+
+PROBLEMS = {
+    "a": "(a) contractive tanh",
+    "b": "(b) transformer block",
+    "c": "(c) MDEQ-like conv",
+    "d": "(d) hard tanh, ρ 0.99",
+}
+
+
+def _results() -> dict:
+    import json
+
+    return json.loads((BENCH / "results" / "results.json").read_text())
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+
+
+def bench_forward_table() -> str:
+    """deqkit vs TorchDEQ per problem and solver: f-evaluations, residual, time ratio.
+
+    The time ratio is the median over repetitions of the two runs made back to back, as in
+    ``benchmarks/results/RESULTS.md``.
+    """
+    rows = {(r["problem"], r["solver"], r["library"]): r for r in _results()["forward"]}
+    out = [
+        "| problem | solver | f-evaluations deqkit / TorchDEQ | residual deqkit / TorchDEQ "
+        "| time deqkit / TorchDEQ |",
+        "|---|---|---|---|---|",
+    ]
+    for (problem, solver, library), ours in rows.items():
+        theirs = rows.get((problem, solver.removesuffix("_good"), "torchdeq"))
+        if library != "deqkit" or theirs is None:
+            continue
+        ratio = _median([a / b for a, b in zip(ours["times_s"], theirs["times_s"], strict=True)])
+        out.append(
+            f"| {PROBLEMS.get(problem, problem)} | {solver} | {ours['nfev']} / {theirs['nfev']} "
+            f"| {ours['residual']:.1e} / {theirs['residual']:.1e} | {ratio:.2f} |"
+        )
+    return "\n".join(out)
+
+
+def bench_backward_table() -> str:
+    """Backward time relative to the forward solve, per problem and strategy."""
+    out = [
+        "| problem | backward | forward solver | backward / forward time | adjoint steps |",
+        "|---|---|---|---|---|",
+    ]
+    for r in _results()["backward"]:
+        steps = r["adjoint_steps"] or "—"
+        out.append(
+            f"| {PROBLEMS.get(r['problem'], r['problem'])} | {r['backward']} | {r['solver']} "
+            f"| {r['ratio']:.2f} | {steps} |"
+        )
+    return "\n".join(out)
+
+
+def bench_memory_table() -> str:
+    """Peak live tensor bytes of one training step, implicit vs unrolled, per max_iter."""
+    cells: dict[int, dict[str, float]] = {}
+    for r in _results()["memory"]:
+        cells.setdefault(r["max_iter"], {})[r["backward"]] = r["peak_alloc_bytes"] / 2**20
+    out = ["| max_iter | implicit | unrolled |", "|---|---|---|"]
+    for max_iter, by in sorted(cells.items()):
+        out.append(
+            f"| {max_iter} | {by.get('implicit', float('nan')):.1f} MiB "
+            f"| {by.get('unrolled', float('nan')):.1f} MiB |"
+        )
+    return "\n".join(out)
+
+
+def bench_environment() -> str:
+    env = _results()["environment"]
+    return (
+        f"`make bench` of {env['date']}, torch {env['torch']}, {env['threads']} threads, "
+        f"tolerance {env['tol']:g}"
+    )
+
+
+_MARKERS = {
+    "bench-forward": bench_forward_table,
+    "bench-backward": bench_backward_table,
+    "bench-memory": bench_memory_table,
+    "bench-environment": bench_environment,
+}
+_MARKER = re.compile(r"<!-- generated: ([\w-]+) -->")
+
+
+def expand_markers(markdown: str) -> str:
+    """Replace ``<!-- generated: NAME -->`` in a hand-written page by the generated text.
+
+    >>> expand_markers("no markers")
+    'no markers'
+    """
+
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in _MARKERS:
+            raise ValueError(f"unknown generated block {name!r}; known: {sorted(_MARKERS)}")
+        return _MARKERS[name]()
+
+    return _MARKER.sub(replace, markdown)
