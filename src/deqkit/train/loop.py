@@ -357,7 +357,8 @@ def train(
     if not env.is_main:
         return {}
     if board is not None:
-        board.scalars("test", final_step, test)
+        if eval_name != "test":  # the final evaluation already logged the test split
+            board.scalars("test", final_step, test)
         board.close()
     trace = residual_trace(model, task, data.test, env.device)
     (out / "trace.json").write_text(strict_json(trace))
