@@ -272,6 +272,8 @@ RECIPES = {  # recipe -> overrides that shrink it to seconds (same code path)
     "ignn-chains": ["data.length=10", "deq.max_iter=100"],
     "gcn-chains": ["data.length=10"],
     "ignn-karate": [],
+    "gcn-karate": [],
+    "gcn-multilabel": [],
     "ignn-multilabel": ["model.hidden=[8,4]"],
     "ignn-graphs": ["model.hidden=[4]", "data.train_graphs=20", "data.test_graphs=10"],
     "ignn-ppi": ["model.hidden=[8,4]", "data.batch_size=1"],

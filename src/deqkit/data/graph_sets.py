@@ -22,7 +22,7 @@ import torch
 
 from .graph_files import PLANETOID, karate_club, load_planetoid, load_ppi
 from .graph_synthetic import chain_graphs, chains, communities
-from .graphs import Graph, GraphBatch, batch_graphs
+from .graphs import NORMALISATIONS, Graph, GraphBatch, batch_graphs
 from .registry import DataContext, DataSource, DataSplits, NoOptions, split_validation
 
 __all__ = [
@@ -104,7 +104,8 @@ def _transductive(graph: Graph, info: dict, val: bool = True) -> DataSplits:
 @dataclass(frozen=True)
 class ChainsOptions:
     """Recipe keys of ``chains``: chain ``length``, ``chains_per_class``, ``num_features``,
-    the train/val/test node counts and the generator seed ``graph_seed``."""
+    the train/val/test node counts, the generator seed ``graph_seed`` and the adjacency
+    ``normalisation`` (see :func:`deqkit.data.graphs.normalise_edges`)."""
 
     length: int = 100
     chains_per_class: int = 20
@@ -113,17 +114,25 @@ class ChainsOptions:
     val_nodes: int = 100
     test_nodes: int = 200
     graph_seed: int = 0
+    normalisation: str = "sym_undirected"
 
     def __post_init__(self):
         for name in ("length", "chains_per_class", "num_features", "train_nodes", "val_nodes"):
             _positive_int(name, getattr(self, name))
         _positive_int("test_nodes", self.test_nodes)
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(
+                f"data.normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}"
+            )
 
 
 def _chains(opts: ChainsOptions, ctx: DataContext) -> DataSplits:
     _no_val_fraction("chains", ctx)
     split = (opts.train_nodes, opts.val_nodes, opts.test_nodes)
-    g = chains(opts.length, opts.chains_per_class, 2, opts.num_features, split, opts.graph_seed)
+    g = chains(
+        opts.length, opts.chains_per_class, 2, opts.num_features, split, opts.graph_seed,
+        normalisation=opts.normalisation,
+    )  # fmt: skip
     return _transductive(g, {"num_features": opts.num_features, "num_classes": 2})
 
 
