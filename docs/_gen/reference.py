@@ -180,6 +180,31 @@ def _model_option_classes() -> dict[str, list[type]]:
     return found
 
 
+def _dataset_sections() -> list[str]:
+    """``data`` keys of each registered dataset (its options dataclass), if the registry exists."""
+    data = _import("deqkit.data")
+    table, source = getattr(data, "DATASETS", None), getattr(data, "data_source", None)
+    if not isinstance(table, dict) or source is None:
+        return []
+    out = [
+        "## `data` options per dataset",
+        "",
+        "`data.name` picks the dataset; its own keys sit in the same `data` section.",
+        "",
+    ]
+    for name in sorted(table):
+        src = source(name)
+        out += [f"### `{name}`", ""]
+        if getattr(src, "description", ""):
+            out += [src.description, ""]
+        options = getattr(src, "options", None)
+        if dataclasses.is_dataclass(options) and dataclasses.fields(options):
+            out += [*_field_table(options, "data."), ""]
+        else:
+            out += ["No keys of its own.", ""]
+    return out
+
+
 def recipe_reference() -> str:
     """Every recipe key with its type and default, from the config dataclasses."""
     config = _config_class()
@@ -209,6 +234,7 @@ def recipe_reference() -> str:
         if _summary(cls):
             out += [_summary(cls), ""]
         out += [*_field_table(cls, f"{name}."), ""]
+    out += _dataset_sections()
     out += [
         "## `model` options per zoo model",
         "",
