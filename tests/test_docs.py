@@ -139,6 +139,8 @@ def test_links_are_rewritten_for_the_site(tmp_path):
         "[notes](../../../benchmarks/NOTES.md#x)", ROOT / "src" / "deqkit" / "zoo", {}, "a"
     )
     assert text == f"[notes]({reference.BLOB}/benchmarks/NOTES.md#x)"
+    text = reference._rewrite_links("[m](../mdeq/README.md)", reference.ZOO / "x", {}, "zoo/x-a")
+    assert text == "[m](mdeq.md)"
 
 
 def test_package_metadata_agrees():

@@ -331,6 +331,8 @@ def _rewrite_links(text: str, src_dir: Path, assets: dict[str, Path], asset_dir:
             rel = full.relative_to(ROOT).as_posix()
         except ValueError:
             return match.group(0)
+        if full.name == "README.md" and full.parent.parent == ZOO and asset_dir.startswith("zoo/"):
+            return f"[{label}]({full.parent.name}.md{title or ''})"  # another gallery page
         url = f"{BLOB}/{rel}" + (f"#{anchor}" if anchor else "")
         return f"{bang}[{label}]({url}{title or ''})"
 
