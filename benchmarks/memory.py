@@ -62,7 +62,7 @@ def _peak_tensor_bytes(step) -> int:
     (and is charged for) its own buffers."""
     from torch.profiler import ProfilerActivity, profile
 
-    from deqkit.solvers._buffers import clear_pool
+    from deqkit import clear_buffer_pool as clear_pool
 
     clear_pool()
     gc.collect()

@@ -8,8 +8,7 @@ from problems import TanhCell
 from torch.nn.functional import cosine_similarity
 
 import deqkit as dk
-from deqkit.shine import BroydenInverse, InverseRecorder
-from deqkit.solvers import iterate
+from deqkit.solvers import BroydenState, iterate
 
 D64 = torch.float64
 
@@ -53,37 +52,49 @@ def test_shine_by_name_and_with_a_wrapped_ring_buffer():
     deq = dk.DEQ(cell, solver=dk.Broyden(memory=3), backward="shine", tol=1e-8, max_iter=100)
     z, sol = deq(x)
     assert sol.nstep.max().item() > 4  # more Broyden steps than memory slots: the ring wrapped
-    inverse = sol.extras["inverse_jacobian"]
-    assert isinstance(inverse, BroydenInverse) and inverse.rank == 3
+    inverse = sol.state  # the general channel for the solver's final state
+    assert isinstance(inverse, BroydenState) and inverse.rank == 3
     assert cosine_similarity(_flat_grad(cell, z), exact, dim=0).item() >= 0.9
 
 
-def test_recorded_inverse_of_early_stopping_sample_is_its_own():
-    """A sample frozen early keeps its estimate: batch and single-sample solves agree."""
+def test_kept_state_of_early_stopping_sample_is_its_own():
+    """A sample frozen early keeps its estimate: batch and single-sample solves agree (with
+    the ring buffer wrapping after the first sample stopped, memory=5, and without)."""
     cell = Cell(dim=6, scale=0.8)
     x = torch.randn(2, 3, generator=torch.Generator().manual_seed(3), dtype=D64)
     z0 = torch.zeros(2, 6, dtype=D64)
-    z0[0] = dk.solve(lambda z: cell(z, x[:1]), z0[:1], tol=1e-3).z[0]  # sample 0 starts closer
+    z0[0] = dk.solve(lambda z: cell(z, x[:1]), z0[:1], tol=1e-6).z[0]  # sample 0 starts closer
 
-    def recorded(rows):
-        rec = InverseRecorder(dk.Broyden())
+    def recorded(rows, solver):
         with torch.no_grad():
-            sol = iterate(rec, lambda z: cell(z, x[rows]), z0[rows], tol=1e-9, max_iter=60)
-        return sol, rec.inverse(z0[rows])
+            sol = iterate(
+                solver, lambda z: cell(z, x[rows]), z0[rows], tol=1e-9, max_iter=60,
+                keep_state=True,
+            )  # fmt: skip
+        return sol, sol.state
 
-    both, inv = recorded([0, 1])
-    assert both.nstep[0] < both.nstep[1]
     g = torch.randn(2, 6, generator=torch.Generator().manual_seed(4), dtype=D64)
-    for i in (0, 1):
-        _, alone = recorded([i])
-        torch.testing.assert_close(inv.adjoint(g)[i : i + 1], alone.adjoint(g[i : i + 1]))
+    first, _ = recorded([0, 1], dk.Broyden())
+    n0, n1 = first.nstep.tolist()
+    assert n0 + 2 < n1
+    # Sample 0 stops after n0 - 1 updates. memory n0 - 1: its ring is full when it stops and
+    # slots it holds are overwritten for sample 1 later; memory n0: a slot is written (empty for
+    # sample 0) before the ring wraps.
+    for solver in (dk.Broyden(), dk.Broyden(memory=n0 - 1), dk.Broyden(memory=n0)):
+        both, inv = recorded([0, 1], solver)
+        assert both.nstep[0] == n0 and both.nstep[1] > n0 + 1  # the ring wraps after n0
+        for i in (0, 1):
+            _, alone = recorded([i], solver)
+            torch.testing.assert_close(inv.adjoint(g)[i : i + 1], alone.adjoint(g[i : i + 1]))
 
 
 def test_shine_needs_broyden_and_validates():
     cell = Cell()
     x = torch.randn(2, 3, dtype=D64)
+    with pytest.raises(ValueError, match="broyden"):  # at construction, before any call
+        dk.DEQ(cell, solver="anderson", backward="shine")
     with pytest.raises(ValueError, match="broyden"):
-        dk.DEQ(cell, solver="anderson", backward="shine")(x)
+        dk.fixed_point(lambda z: cell(z, x), torch.zeros(2, 6, dtype=D64), "anderson", "shine")
     with pytest.raises(ValueError, match="refine"):
         dk.Shine(refine=-1)
     with pytest.raises(TypeError):

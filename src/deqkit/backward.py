@@ -20,23 +20,24 @@ No strategy lets a gradient reach z0: the forward solve starts from a detached c
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from ._validate import check_int
-from .options import ImplicitOptions, PhantomOptions
-from .shine import BroydenInverse
-from .solvers import (
-    Solution,
-    SolverError,
-    Status,
-    iterate,
-    make_solver,
+from .core import (
+    BACKWARD_OPTIONS,
+    FAILURE_POLICIES,
+    DEQWarning,
+    ImplicitOptions,
+    OneStepOptions,
+    PhantomOptions,
+    UnrolledOptions,
+    convert,
 )
+from .solvers import Solution, iterate, make_solver
+from .solvers._report import report_failure
 
 __all__ = [
     "BACKWARDS",
@@ -53,24 +54,6 @@ __all__ = [
 ]
 
 FlatMap = Callable[[torch.Tensor], torch.Tensor]
-FAILURE_POLICIES = ("warn", "raise", "ignore")
-
-
-class DEQWarning(UserWarning):
-    """Warning category for solves that end without converging (``on_failure="warn"``)."""
-
-
-def report_failure(solution: Solution, on_failure: str, what: str) -> None:
-    """Apply the failure policy to a finished solve (nothing happens when it converged)."""
-    if solution.status == Status.CONVERGED or on_failure == "ignore":
-        return
-    if on_failure == "raise":
-        raise SolverError(solution, what)
-    warnings.warn(
-        f"{what} ended with {solution.status.name}: {solution.status.message}; {solution!r}",
-        DEQWarning,
-        stacklevel=3,
-    )
 
 
 class Backward:
@@ -78,9 +61,9 @@ class Backward:
 
     name: ClassVar[str]
     unrolls_solver: ClassVar[bool] = False
-    #: True when ``attach`` reads the forward solver's inverse-Jacobian estimate from
-    #: ``solution.extras["inverse_jacobian"]`` (``fixed_point`` then records it).
-    uses_inverse_jacobian: ClassVar[bool] = False
+    #: True when ``attach`` reads the forward solver's final state (``solution.state``);
+    #: ``fixed_point`` then asks the solve to keep it.
+    reads_solver_state: ClassVar[bool] = False
 
     def attach(
         self, f: FlatMap, z_star: torch.Tensor, solution: Solution, on_failure: str
@@ -110,10 +93,6 @@ class Implicit(ImplicitOptions, Backward):
 
     name: ClassVar[str] = "implicit"
 
-    def __post_init__(self):
-        make_solver(self.solver)
-        super().__post_init__()
-
     def attach(self, f, z_star, solution, on_failure):
         z_leaf = z_star.detach().requires_grad_()
         fz = f(z_leaf)
@@ -138,7 +117,7 @@ class Implicit(ImplicitOptions, Backward):
                     max_iter=self.max_iter,
                     stop_mode=self.stop_mode,
                 )
-            solution.backward = back
+            solution._set_backward(back)
             report_failure(back, on_failure, "implicit backward (adjoint) solve")
             return back.z
 
@@ -172,7 +151,7 @@ class Phantom(PhantomOptions, Backward):
 
 
 @dataclass(frozen=True)
-class OneStep(Backward):
+class OneStep(OneStepOptions, Backward):
     """Jacobian-free backward: the gradient of one step f(z*) with z* held constant.
 
     >>> OneStep()
@@ -186,7 +165,7 @@ class OneStep(Backward):
 
 
 @dataclass(frozen=True)
-class Unrolled(Backward):
+class Unrolled(UnrolledOptions, Backward):
     """Backpropagate through every forward solver iteration (memory grows with iterations).
 
     >>> Unrolled()
@@ -200,80 +179,18 @@ class Unrolled(Backward):
         return z_star
 
 
-@dataclass(frozen=True)
-class Shine(Backward):
-    """SHINE backward: the implicit gradient from the forward Broyden inverse estimate.
-
-    No adjoint solve: the incoming gradient a becomes u = a − V (Uᵀ a) with the forward solve's
-    low-rank J_g⁻¹ ≈ −I + U Vᵀ. Needs the ``"broyden"`` forward solver. The estimate is only as
-    good as Broyden's secant information along the forward path; ``refine`` fixed-point steps
-    u ← a + Jᵀu (one vector–Jacobian product each) started from it close the gap.
-
-    Args:
-        refine: adjoint fixed-point steps applied after the SHINE estimate (0: pure SHINE).
-
-    >>> import deqkit as dk
-    >>> w = torch.tensor(0.5, requires_grad=True)
-    >>> z, sol = dk.fixed_point(lambda z: w * z + 1.0, torch.zeros(1, 1), solver="broyden",
-    ...                         backward=dk.Shine(), tol=1e-8)
-    >>> z.sum().backward()
-    >>> round(w.grad.item(), 3)  # exact: 1 / (1 - w)^2 = 4
-    4.0
-    """
-
-    refine: int = 0
-    name: ClassVar[str] = "shine"
-    uses_inverse_jacobian: ClassVar[bool] = True
-
-    def __post_init__(self):
-        check_int("Shine.refine", self.refine, minimum=0)
-
-    def attach(self, f, z_star, solution, on_failure):
-        inverse = solution.extras.get("inverse_jacobian")
-        if not isinstance(inverse, BroydenInverse):
-            raise ValueError(
-                "Shine needs the forward Broyden inverse estimate in solution.extras; use it "
-                "through fixed_point or DEQ with solver='broyden'"
-            )
-        z_leaf = z_star.detach().requires_grad_()
-        fz = f(z_leaf)
-        if not fz.requires_grad:
-            return fz
-
-        def adjoint(grad: torch.Tensor | None) -> torch.Tensor | None:
-            if grad is None:
-                return None
-            with torch.no_grad():
-                u = inverse.adjoint(grad)
-                for _ in range(self.refine):
-                    (vjp,) = torch.autograd.grad(fz, z_leaf, u, retain_graph=True)
-                    u = grad + vjp
-            return u
-
-        # As in Implicit: the hook sits on an alias so refinement VJPs never re-enter it.
-        out = fz.view_as(fz)
-        out.register_hook(adjoint)
-        return out
-
+from .shine import Shine  # noqa: E402 (Shine builds on Backward above)
 
 BACKWARDS: dict[str, type[Backward]] = {
     cls.name: cls for cls in (Implicit, Phantom, OneStep, Unrolled, Shine)
 }
+assert set(BACKWARDS) == set(BACKWARD_OPTIONS)  # the torch backend implements every backward
 
 
-def make_backward(spec: str | Backward) -> Backward:
-    """Turn a backward name or options object into a backward strategy.
+def make_backward(spec) -> Backward:
+    """Turn a backward name, or a backward object of either backend, into a torch backward.
 
     >>> make_backward("phantom")
     Phantom(steps=5, damping=1.0)
     """
-    if isinstance(spec, Backward):
-        return spec
-    if isinstance(spec, str):
-        if spec not in BACKWARDS:
-            raise ValueError(f"unknown backward {spec!r}; choose one of {sorted(BACKWARDS)}")
-        return BACKWARDS[spec]()
-    raise TypeError(
-        f"backward must be a name {sorted(BACKWARDS)} or a deqkit Backward object, "
-        f"got {type(spec).__name__}"
-    )
+    return convert(spec, BACKWARDS, "backward", Backward)

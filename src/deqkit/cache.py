@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils import _pytree as pytree
 
+from ._compat import pytree
 from ._validate import check_int
 
 __all__ = ["FixedPointCache"]

@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils import _pytree as pytree
 
-from ._states import attach_states, sample_points
+from ._compat import pytree
+from ._sampling import attach_states, sample_points
 from ._validate import check_bool, check_choice, check_float, check_int
-from .backward import FAILURE_POLICIES, Backward, make_backward, report_failure
+from .backward import Backward, make_backward
+from .core import (
+    DEFAULTS,
+    FAILURE_POLICIES,
+    STOP_MODES,
+    BackwardName,
+    FailurePolicy,
+    SolverName,
+    StopMode,
+    check_compatible,
+)
 from .dropout import reset_dropout
 from .losses import skip_loss
 from .norm import cached_weights
 from .pretrain import unroll
 from .regularize import jacobian_penalty
-from .shine import InverseRecorder
-from .solvers import DEFAULTS, STOP_MODES, Solution, Solver, iterate, make_solver
+from .solvers import Solution, Solver, iterate, make_solver
+from .solvers._report import report_failure
 from .state import StateSpec, flatten
 
 __all__ = ["DEQ", "fixed_point", "solve"]
@@ -77,14 +88,15 @@ def _check_common(tol, max_iter, stop_mode, on_failure, trace):
 def solve(
     f: Callable[[Any], Any],
     z0: Any,
-    solver: str | Solver = DEFAULTS["solver"],
+    solver: SolverName | Solver = DEFAULTS["solver"],
     *,
     tol: float = DEFAULTS["tol"],
     max_iter: int = DEFAULTS["max_iter"],
-    stop_mode: str = DEFAULTS["stop_mode"],
-    on_failure: str = "warn",
+    stop_mode: StopMode = DEFAULTS["stop_mode"],
+    on_failure: FailurePolicy = DEFAULTS["on_failure"],
     trace: bool = False,
     divergence_ratio: float = DEFAULTS["divergence_ratio"],
+    keep_state: bool = False,
 ) -> Solution:
     """Find z* = f(z*) without recording gradients.
 
@@ -100,6 +112,8 @@ def solve(
         trace: record per-iteration residuals in ``Solution.trace``.
         divergence_ratio: stop a sample as DIVERGED once its residual exceeds this many times
             its first residual.
+        keep_state: put the solver's final state in ``Solution.state`` (for Broyden its
+            inverse-Jacobian estimate, :class:`~deqkit.solvers.BroydenState`).
 
     Returns:
         A :class:`Solution` whose ``z`` has the structure of ``z0``.
@@ -121,8 +135,9 @@ def solve(
             stop_mode=stop_mode,
             trace=trace,
             divergence_ratio=divergence_ratio,
+            keep_state=keep_state,
         )
-    sol.z = spec.unflatten(sol.z)
+    sol = dataclasses.replace(sol, z=spec.unflatten(sol.z))
     report_failure(sol, on_failure, "forward solve")
     return sol
 
@@ -130,13 +145,13 @@ def solve(
 def fixed_point(
     f: Callable[[Any], Any],
     z0: Any,
-    solver: str | Solver = DEFAULTS["solver"],
-    backward: str | Backward = "implicit",
+    solver: SolverName | Solver = DEFAULTS["solver"],
+    backward: BackwardName | Backward = DEFAULTS["backward"],
     *,
     tol: float = DEFAULTS["tol"],
     max_iter: int = DEFAULTS["max_iter"],
-    stop_mode: str = DEFAULTS["stop_mode"],
-    on_failure: str = "warn",
+    stop_mode: StopMode = DEFAULTS["stop_mode"],
+    on_failure: FailurePolicy = DEFAULTS["on_failure"],
     trace: bool = False,
     divergence_ratio: float = DEFAULTS["divergence_ratio"],
     n_states: int = 1,
@@ -159,15 +174,26 @@ def fixed_point(
     >>> round(z.item(), 6), round(x.grad.item(), 6)
     (4.0, 2.0)
     """
+    z, sol, _ = _fixed_point(
+        f, z0, solver, backward, tol=tol, max_iter=max_iter, stop_mode=stop_mode,
+        on_failure=on_failure, trace=trace, divergence_ratio=divergence_ratio, n_states=n_states,
+    )  # fmt: skip
+    return z, sol
+
+
+def _fixed_point(
+    f, z0, solver, backward, *, tol, max_iter, stop_mode, on_failure, trace, divergence_ratio,
+    n_states,
+) -> tuple[Any, Solution, Any]:  # fmt: skip
+    """:func:`fixed_point`, also returning the solver's detached z* (in z0's structure)."""
     _check_common(tol, max_iter, stop_mode, on_failure, trace)
     strategy = make_backward(backward)
+    solver = make_solver(solver)
+    check_compatible(solver, strategy)
     flat0, spec = _prepare(z0)
     device_type = flat0.device.type
     flat_f = _flat_map(f, spec, device_type)
     points = sample_points(n_states, max_iter)
-    solver = make_solver(solver)
-    if getattr(strategy, "uses_inverse_jacobian", False):
-        solver = InverseRecorder(solver)
     record = torch.is_grad_enabled() and strategy.unrolls_solver
     with torch.set_grad_enabled(record), torch.autocast(device_type, enabled=False):
         sol = iterate(
@@ -180,21 +206,25 @@ def fixed_point(
             trace=trace,
             divergence_ratio=divergence_ratio,
             sample_at=points[:-1],
+            keep_state=strategy.reads_solver_state,
         )
-    if isinstance(solver, InverseRecorder):
-        sol.extras["inverse_jacobian"] = solver.inverse(flat0)
     report_failure(sol, on_failure, "forward solve")
     z_flat = sol.z
     with torch.autocast(device_type, enabled=False):
         if torch.is_grad_enabled() and not strategy.unrolls_solver:
             z_flat = strategy.attach(flat_f, sol.z, sol, on_failure)
         if n_states > 1:
-            states = attach_states(strategy, flat_f, sol.states, z_flat, n_states, sol, on_failure)
+            sampled = sol.outputs.states
+            states = attach_states(strategy, flat_f, sampled, z_flat, n_states, sol, on_failure)
     z_out = spec.unflatten(z_flat)
+    outputs = sol.outputs
     if n_states > 1:
-        sol.states = [z_out if s is z_flat else spec.unflatten(s) for s in states]
-    sol.z = spec.unflatten(sol.z.detach())
-    return z_out, sol
+        outputs = dataclasses.replace(
+            outputs, states=[z_out if s is z_flat else spec.unflatten(s) for s in states]
+        )
+    z_star = spec.unflatten(sol.z.detach())
+    # One Solution, built once: its z is the very z returned (with the backward's gradient).
+    return z_out, dataclasses.replace(sol, z=z_out, outputs=outputs), z_star
 
 
 def _check_batch(z0: Any, x: Any) -> None:
@@ -217,18 +247,20 @@ class DEQ(nn.Module):
         tol, max_iter, stop_mode, on_failure: as in :func:`solve`.
         eval_max_iter: iteration budget in eval mode (defaults to ``max_iter``).
         init: optional module proposing z0 from x when the caller passes none (Skip-DEQ);
-            ``sol.skip_loss`` then holds the mean of (z0 − z*)² to train it.
-        n_states: k > 1 returns k states along the solver path in ``sol.states`` for
+            ``sol.outputs.skip_loss`` then holds the mean of (z0 − z*)² to train it.
+        n_states: k > 1 returns k states along the solver path in ``sol.outputs.states`` for
             :func:`~deqkit.fixed_point_correction`; the last is z itself.
         jac_reg_prob: in training mode, the probability per call of computing the Jacobian
-            penalty (:func:`~deqkit.jacobian_penalty` at z*) into ``sol.jac_loss`` (a zero
-            tensor when not drawn; None in eval mode, without grad, or when 0).
+            penalty (:func:`~deqkit.jacobian_penalty` at z*) into ``sol.outputs.jac_loss`` (a
+            zero tensor when not drawn; None in eval mode, without grad, or when 0).
         jac_reg_vecs: Hutchinson probe vectors for the penalty.
 
     The initial state, when ``z0`` is not given, is ``init(x)``, else ``cell.initial_state(x)``
     if the cell defines it, else zeros shaped like ``x``. Each call resets the variational
     dropout masks inside and evaluates normalised weights once (see :mod:`deqkit.norm`).
-    :meth:`pretrain` switches to an explicit weight-tied unroll.
+    :meth:`pretrain` switches to an explicit weight-tied unroll, :meth:`tracing` records
+    per-iteration residuals for a while. The solver and backward are checked together here
+    (``backward="shine"`` needs ``solver="broyden"``).
 
     >>> import deqkit as dk
     >>> class Cell(torch.nn.Module):
@@ -246,14 +278,14 @@ class DEQ(nn.Module):
     def __init__(
         self,
         cell: Callable,
-        solver: str | Solver = DEFAULTS["solver"],
-        backward: str | Backward = "implicit",
+        solver: SolverName | Solver = DEFAULTS["solver"],
+        backward: BackwardName | Backward = DEFAULTS["backward"],
         *,
         tol: float = DEFAULTS["tol"],
         max_iter: int = DEFAULTS["max_iter"],
-        stop_mode: str = DEFAULTS["stop_mode"],
+        stop_mode: StopMode = DEFAULTS["stop_mode"],
         eval_max_iter: int | None = None,
-        on_failure: str = "warn",
+        on_failure: FailurePolicy = DEFAULTS["on_failure"],
         trace: bool = False,
         init: nn.Module | None = None,
         n_states: int = 1,
@@ -268,6 +300,7 @@ class DEQ(nn.Module):
         self.cell = cell
         self.solver = make_solver(solver)
         self.backward = make_backward(backward)
+        check_compatible(self.solver, self.backward)
         _check_common(tol, max_iter, stop_mode, on_failure, trace)
         if eval_max_iter is not None:
             check_int("eval_max_iter", eval_max_iter, minimum=1)
@@ -298,6 +331,44 @@ class DEQ(nn.Module):
         self.pretrain_steps = steps
         return self
 
+    @contextlib.contextmanager
+    def tracing(self, enabled: bool = True) -> Iterator[DEQ]:
+        """Within the block, record (or not) per-iteration residuals in ``Solution.trace``;
+        the previous setting comes back afterwards.
+
+        >>> import deqkit as dk
+        >>> deq = dk.DEQ(lambda z, x: 0.5 * z + x)
+        >>> with deq.tracing():
+        ...     z, sol = deq(torch.ones(1, 1))
+        >>> sol.trace is not None, deq.trace
+        (True, False)
+        """
+        check_bool("enabled", enabled)
+        saved, self.trace = self.trace, enabled
+        try:
+            yield self
+        finally:
+            self.trace = saved
+
+    @contextlib.contextmanager
+    def pretraining(self, steps: int) -> Iterator[DEQ]:
+        """Within the block, unroll ``steps`` times instead of solving (see :meth:`pretrain`);
+        the previous setting comes back afterwards.
+
+        >>> import deqkit as dk
+        >>> deq = dk.DEQ(lambda z, x: 0.5 * z + x)
+        >>> with deq.pretraining(2):
+        ...     z, sol = deq(torch.ones(1, 1))
+        >>> sol.nfev, deq.pretrain_steps
+        (2, 0)
+        """
+        saved = self.pretrain_steps
+        self.pretrain(steps)
+        try:
+            yield self
+        finally:
+            self.pretrain_steps = saved
+
     def initial_state(self, x: Any) -> Any:
         if self.init is not None:
             return self.init(x)
@@ -324,11 +395,12 @@ class DEQ(nn.Module):
                     f, z0, self.pretrain_steps, tol=self.tol, stop_mode=self.stop_mode,
                     n_states=self.n_states,
                 )  # fmt: skip
+                z_star = pytree.tree_map(torch.Tensor.detach, z)
             else:
                 budget = self.max_iter
                 if not self.training and self.eval_max_iter is not None:
                     budget = self.eval_max_iter
-                z, sol = fixed_point(
+                z, sol, z_star = _fixed_point(
                     f,
                     z0,
                     self.solver,
@@ -338,17 +410,21 @@ class DEQ(nn.Module):
                     stop_mode=self.stop_mode,
                     on_failure=self.on_failure,
                     trace=self.trace,
+                    divergence_ratio=DEFAULTS["divergence_ratio"],
                     n_states=self.n_states,
                 )
+            terms: dict[str, Any] = {}
             if proposed:
-                sol.skip_loss = skip_loss(z0, sol.z)
+                terms["skip_loss"] = skip_loss(z0, z_star)
             if self.jac_reg_prob > 0 and self.training and torch.is_grad_enabled():
                 draw = torch.rand(()).item() < self.jac_reg_prob
-                sol.jac_loss = (
-                    jacobian_penalty(f, sol.z, vecs=self.jac_reg_vecs)
+                terms["jac_loss"] = (
+                    jacobian_penalty(f, z_star, vecs=self.jac_reg_vecs)
                     if draw
-                    else torch.zeros((), device=_device(sol.z))
+                    else torch.zeros((), device=_device(z_star))
                 )
+            if terms:
+                sol = dataclasses.replace(sol, outputs=dataclasses.replace(sol.outputs, **terms))
             return z, sol
 
     def extra_repr(self) -> str:

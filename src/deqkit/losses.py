@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch.utils import _pytree as pytree
 
+from ._compat import pytree
 from ._validate import check_float
 
 __all__ = ["fixed_point_correction", "skip_loss"]

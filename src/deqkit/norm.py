@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 
+from ._compat import NORM_PARAMETRIZATIONS
 from ._validate import check_choice, check_float, check_int
 
 __all__ = ["apply_norm", "cached_weights", "remove_norm"]
@@ -41,8 +42,7 @@ class _Scale(nn.Module):
 
 
 def _is_ours(parametrization: nn.Module) -> bool:
-    own = (parametrizations._WeightNorm, parametrizations._SpectralNorm, _Scale)
-    return isinstance(parametrization, own)
+    return isinstance(parametrization, (*NORM_PARAMETRIZATIONS, _Scale))
 
 
 def _targets(module: nn.Module, skip: tuple[str, ...]) -> Iterator[tuple[str, nn.Module]]:

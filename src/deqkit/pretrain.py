@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from ._states import sample_points
+from ._compat import pytree
+from ._sampling import sample_points
 from ._validate import check_int
-from .solvers import Solution, Status, residuals
+from .solvers import LayerOutputs, Solution, Status, residuals
 from .state import flatten
 
 __all__ = ["unroll"]
@@ -32,7 +33,8 @@ def unroll(
 ) -> tuple[Any, Solution]:
     """Apply f ``steps`` times from z0 (detached), recording the graph when grad is enabled.
 
-    Returns ``(z, solution)`` like :func:`~deqkit.fixed_point`. The residual reported is that of
+    Returns ``(z, solution)`` like :func:`~deqkit.fixed_point` (``solution.z`` is z). The
+    residual reported is that of
     the last step taken, ‖z_n − z_{n−1}‖ = ‖f(z_{n−1}) − z_{n−1}‖, so no extra f call is spent.
 
     >>> z, sol = unroll(lambda z: 0.5 * z + 1.0, torch.zeros(2, 1), 30, tol=1e-6, stop_mode="rel")
@@ -60,7 +62,7 @@ def unroll(
         status = Status.CONVERGED if bool(converged.all()) else Status.MAX_ITER
     batch = flat_z.shape[0]
     sol = Solution(
-        z=_detach(z),
+        z=z,
         status=status,
         converged=converged,
         nstep=torch.full((batch,), steps, dtype=torch.long, device=flat_z.device),
@@ -70,10 +72,10 @@ def unroll(
         nfev=steps,
         stop_mode=stop_mode,
         tol=float(tol),
-        states=(states + [z]) if n_states > 1 else None,
+        outputs=LayerOutputs(states=(states + [z]) if n_states > 1 else None),
     )
     return z, sol
 
 
 def _detach(state: Any) -> Any:
-    return torch.utils._pytree.tree_map(lambda t: t.detach(), state)
+    return pytree.tree_map(lambda t: t.detach(), state)

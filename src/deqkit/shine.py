@@ -1,99 +1,77 @@
-"""The forward Broyden solve's inverse-Jacobian estimate, kept for the SHINE backward.
+"""The SHINE backward: the implicit gradient from the forward Broyden inverse estimate.
 
 SHINE (Ramzi et al., "SHINE: SHaring the INverse Estimate from the forward pass for bi-level
 optimization and implicit models", ICLR 2022) skips the adjoint solve: Broyden already holds
 J_g⁻¹ ≈ −I + U Vᵀ for g(z) = f(z) − z, so the implicit gradient u = (I − J_fᵀ)⁻¹ a is
 approximated by u ≈ −(J_g⁻¹)ᵀ a = a − V (Uᵀ a) at the cost of two small matrix products.
 
-:class:`InverseRecorder` wraps a :class:`~deqkit.Broyden` solver to keep its memory after the
-solve (``fixed_point`` does this when the backward is :class:`~deqkit.Shine`). A sample that
-stops early keeps the estimate it had when it stopped: later proposals for a frozen sample are
-not evaluated at the proposal, so their secant pairs would be wrong.
+The estimate reaches the backward through the general channel for a solver's final state,
+``Solution.state`` (a :class:`~deqkit.solvers.BroydenState`): ``fixed_point`` asks the solve to
+keep it because ``Shine.reads_solver_state`` is set. No solver wrapper, no side channel.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from .solvers import Broyden, Solver
+from .backward import Backward
+from .core import ShineOptions
+from .solvers import BroydenState
 
-__all__ = ["BroydenInverse", "InverseRecorder"]
+__all__ = ["Shine"]
 
 
 @dataclass(frozen=True)
-class BroydenInverse:
-    """Low-rank estimate J_g⁻¹ ≈ −I + Σᵢ uᵢ vᵢᵀ per sample (``us``, ``vs``: (B, m, D))."""
+class Shine(ShineOptions, Backward):
+    """SHINE backward: the implicit gradient from the forward Broyden inverse estimate.
 
-    us: torch.Tensor
-    vs: torch.Tensor
+    No adjoint solve: the incoming gradient a becomes u = a − V (Uᵀ a) with the forward solve's
+    low-rank J_g⁻¹ ≈ −I + U Vᵀ. Needs the ``"broyden"`` forward solver (checked when a ``DEQ`` is
+    built and before ``fixed_point`` solves). The estimate is only as good as Broyden's secant
+    information along the forward path; ``refine`` fixed-point steps u ← a + Jᵀu (one
+    vector–Jacobian product each) started from it close the gap.
 
-    @property
-    def rank(self) -> int:
-        return self.us.shape[1]
-
-    def adjoint(self, grad: torch.Tensor) -> torch.Tensor:
-        """Approximate solution u of u = grad + J_fᵀ u, i.e. u ≈ grad − V (Uᵀ grad)."""
-        if self.rank == 0:
-            return grad
-        us, vs = self.us.to(grad.dtype), self.vs.to(grad.dtype)
-        coeff = torch.bmm(us, grad.unsqueeze(2))
-        return grad - torch.bmm(vs.transpose(1, 2), coeff).squeeze(2)
-
-
-class InverseRecorder(Solver):
-    """Runs a Broyden solver unchanged and remembers each sample's inverse-Jacobian estimate.
+    Args:
+        refine: adjoint fixed-point steps applied after the SHINE estimate (0: pure SHINE).
 
     >>> import deqkit as dk
-    >>> from deqkit.solvers import iterate
-    >>> rec = InverseRecorder(dk.Broyden())
-    >>> sol = iterate(rec, lambda z: 0.5 * z + 1.0, torch.zeros(2, 3), tol=1e-8)
-    >>> g = torch.ones(2, 3)  # the exact adjoint of f = 0.5 z + 1 is u = g / (1 - 0.5) = 2 g
-    >>> torch.allclose(rec.inverse(g).adjoint(g), 2 * g)
-    True
+    >>> w = torch.tensor(0.5, requires_grad=True)
+    >>> z, sol = dk.fixed_point(lambda z: w * z + 1.0, torch.zeros(1, 1), solver="broyden",
+    ...                         backward=dk.Shine(), tol=1e-8)
+    >>> z.sum().backward()
+    >>> round(w.grad.item(), 3)  # exact: 1 / (1 - w)^2 = 4
+    4.0
     """
 
-    name = "broyden"
+    name: ClassVar[str] = "shine"
+    reads_solver_state: ClassVar[bool] = True
 
-    def __init__(self, inner: Solver):
-        if not isinstance(inner, Broyden):
+    def attach(self, f, z_star, solution, on_failure):
+        inverse = solution.state
+        if not isinstance(inverse, BroydenState):
             raise ValueError(
-                "the SHINE backward reuses Broyden's inverse-Jacobian estimate; use "
-                f"solver='broyden' or a dk.Broyden object, got {inner!r}"
+                "Shine needs the forward Broyden state in solution.state; use it through "
+                "fixed_point or DEQ with solver='broyden'"
             )
-        self.inner = inner
-        self._memory = None
-        self._frozen: tuple[torch.Tensor, torch.Tensor] | None = None
+        z_leaf = z_star.detach().requires_grad_()
+        fz = f(z_leaf)
+        if not fz.requires_grad:
+            return fz
 
-    def init(self, z, fz):
-        self._memory = self.inner.init(z, fz)
-        self._frozen = None
-        return self._memory
+        def adjoint(grad: torch.Tensor | None) -> torch.Tensor | None:
+            if grad is None:
+                return None
+            with torch.no_grad():
+                u = inverse.adjoint(grad)
+                for _ in range(self.refine):
+                    (vjp,) = torch.autograd.grad(fz, z_leaf, u, retain_graph=True)
+                    u = grad + vjp
+            return u
 
-    def step(self, evaluate, z, fz, memory, active):
-        some_frozen = not bool(active.all())
-        if some_frozen and self._frozen is None:
-            # Broyden writes its ring buffers in place: copy before this step overwrites them.
-            # Slots not yet written are uninitialised; zero them, a zero term being no term, as
-            # the frozen samples' estimate is later read up to the batch's (larger) rank.
-            us, vs = memory[0].clone(), memory[1].clone()
-            us[:, memory[2] :] = 0.0
-            vs[:, memory[2] :] = 0.0
-            self._frozen = (us, vs)
-        z_new, fz_new, memory = self.inner.step(evaluate, z, fz, memory, active)
-        if self._frozen is not None:
-            keep = active.view(-1, 1, 1)
-            us, vs = self._frozen
-            self._frozen = (torch.where(keep, memory[0], us), torch.where(keep, memory[1], vs))
-        self._memory = memory
-        return z_new, fz_new, memory
-
-    def inverse(self, like: torch.Tensor) -> BroydenInverse:
-        """The recorded estimate (rank 0, i.e. −I, if the solve took no Broyden step)."""
-        if self._memory is None:
-            empty = like.new_zeros(like.shape[0], 0, like.shape[1])
-            return BroydenInverse(empty, empty)
-        us, vs = self._frozen if self._frozen is not None else self._memory[:2]
-        used = min(self._memory[2], self.inner.memory)
-        return BroydenInverse(us[:, :used].detach(), vs[:, :used].detach())
+        # As in Implicit: the hook sits on an alias so refinement VJPs never re-enter it.
+        out = fz.view_as(fz)
+        out.register_hook(adjoint)
+        return out

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils import _pytree as pytree
+
+from ._compat import pytree
 
 __all__ = ["StateSpec", "flatten", "solver_dtype"]
 

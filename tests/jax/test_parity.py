@@ -65,7 +65,7 @@ def test_torch_and_jax_agree(name, weights):
     run = jax_loss(solver, adjoint, jnp.asarray(x), stop_mode)
     (_, jsol), jgrads = run(tuple(map(jnp.asarray, (W, U, b))))
     assert int(jsol.status) == dkj.Status.CONVERGED == tsol.status
-    np.testing.assert_allclose(np.asarray(jsol.z), tsol.z.numpy(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(jsol.z), tsol.z.detach().numpy(), rtol=0, atol=1e-10)
     assert np.abs(np.asarray(jsol.nstep) - tsol.nstep.numpy()).max() <= 1
     assert abs(int(jsol.nfev) - tsol.nfev) <= 1
     steps = int(tsol.nstep.max())

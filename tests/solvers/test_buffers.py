@@ -4,8 +4,10 @@ a live buffer) and the residual hand-off (`residual`: exactly f(z) − z of the 
 import torch
 
 import deqkit as dk
-from deqkit.solvers import _buffers
-from deqkit.solvers._buffers import clear_pool, history_buffer, release
+from deqkit.solvers import _cpu
+from deqkit.solvers._cpu import history_buffer, release
+
+clear_pool = dk.clear_buffer_pool
 
 F64 = torch.float64
 
@@ -57,15 +59,22 @@ def test_pool_hands_out_each_buffer_once_and_only_without_autograd():
         assert history_buffer(like, 3) is not a
 
 
-def test_pool_is_bounded(monkeypatch):
-    monkeypatch.setattr(_buffers, "POOL_BYTES", 1000)
-    clear_pool()
-    with torch.no_grad():
-        small, big = torch.empty(10, 10), torch.empty(20, 20)  # 400 and 1600 bytes
-        release(small)
-        release(big)  # larger than the bound: not kept
-        held = sum(b.nbytes for kept in _buffers._pool().values() for b in kept)
-        assert held == 400
+def test_pool_is_bounded_and_can_be_turned_off():
+    old = dk.set_buffer_pool_limit(1000)
+    try:
+        clear_pool()
+        with torch.no_grad():
+            small, big = torch.empty(10, 10), torch.empty(20, 20)  # 400 and 1600 bytes
+            release(small)
+            release(big)  # larger than the bound: not kept
+            held = sum(b.nbytes for kept in _cpu._pool().values() for b in kept)
+            assert held == 400
+            assert dk.set_buffer_pool_limit(0) == 1000  # off: the pool empties, keeps nothing
+            assert not _cpu._pool()
+            release(small)
+            assert history_buffer(small.view(10, 10), 1) is not small and not _cpu._pool()
+    finally:
+        dk.set_buffer_pool_limit(old)
     clear_pool()
 
 

@@ -4,8 +4,8 @@ the PyTorch core. f receives its parameters by closure; see :func:`fixed_point`.
 >>> import jax.numpy as jnp
 >>> import deqkit.jax as dkj
 >>> sol = dkj.solve(lambda z: 0.5 * z + 1.0, jnp.zeros((2, 3)), "fixed_point", tol=1e-6)
->>> int(sol.status) == dkj.Status.CONVERGED
-True
+>>> sol.status, bool(sol.status == dkj.Status.CONVERGED)
+(StatusCode(CONVERGED), True)
 """
 
 from .backward import Implicit, OneStep, Phantom, Unrolled
@@ -19,6 +19,7 @@ from .solvers import (
     Solver,
     SolverError,
     Status,
+    StatusCode,
 )
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Solver",
     "SolverError",
     "Status",
+    "StatusCode",
     "Unrolled",
     "fixed_point",
     "solve",

@@ -16,10 +16,16 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from .. import backward as _torch_backward
-from ..options import ImplicitOptions, PhantomOptions
+from ..core import (
+    BACKWARD_OPTIONS,
+    ImplicitOptions,
+    OneStepOptions,
+    PhantomOptions,
+    UnrolledOptions,
+    convert,
+)
+from ._failure import report_failure
 from .solvers import Solver, iterate, make_solver
-from .solvers.base import report_failure
 
 __all__ = ["BACKWARDS", "Backward", "Implicit", "OneStep", "Phantom", "Unrolled", "make_backward"]
 
@@ -126,7 +132,7 @@ class Phantom(PhantomOptions, Backward):
 
 
 @dataclass(frozen=True)
-class OneStep(Backward):
+class OneStep(OneStepOptions, Backward):
     """Jacobian-free backward: the gradient of one step f(z*) with z* held constant.
 
     >>> OneStep()
@@ -140,7 +146,7 @@ class OneStep(Backward):
 
 
 @dataclass(frozen=True)
-class Unrolled(Backward):
+class Unrolled(UnrolledOptions, Backward):
     """Backpropagate through every forward iteration (the loop runs as a static-length scan).
 
     >>> Unrolled()
@@ -160,22 +166,15 @@ BACKWARDS: dict[str, type[Backward]] = {
 
 
 def make_backward(spec) -> Backward:
-    """Turn a backward name, JAX backward object or torch ``deqkit`` backward object into one.
+    """Turn a backward name, or a backward object of either backend, into a JAX backward.
+
+    An object converts by its option record (:func:`deqkit.core.convert`), so one configuration
+    serves both backends. "shine" has no JAX implementation and is rejected with that reason.
 
     >>> import deqkit as dk
     >>> make_backward(dk.Phantom(steps=3))
     Phantom(steps=3, damping=1.0)
     """
-    if isinstance(spec, Backward):
-        return spec
-    if isinstance(spec, str):
-        if spec not in BACKWARDS:
-            raise ValueError(f"unknown backward {spec!r}; choose one of {sorted(BACKWARDS)}")
-        return BACKWARDS[spec]()
-    if isinstance(spec, _torch_backward.Backward) and getattr(spec, "name", None) in BACKWARDS:
-        options = {k: v for k, v in vars(spec).items() if not k.startswith("_")}
-        return BACKWARDS[spec.name](**options)
-    raise TypeError(
-        f"backward must be a name {sorted(BACKWARDS)} or a deqkit Backward object, "
-        f"got {type(spec).__name__}"
-    )
+    if isinstance(spec, str) and spec in BACKWARD_OPTIONS and spec not in BACKWARDS:
+        raise ValueError(f"backward {spec!r} is not available in deqkit.jax")
+    return convert(spec, BACKWARDS, "backward", Backward)

@@ -14,14 +14,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
 from .._validate import check_choice
-from ..backward import FAILURE_POLICIES
+from ..core import DEFAULTS, FAILURE_POLICIES, FailurePolicy, StopMode, check_compatible
+from ._compat import ClosedJaxpr, Tracer, jaxpr_as_fun
+from ._failure import report_failure
 from ._state import flatten
 from .backward import make_backward
-from .solvers import DEFAULTS, Solution, make_solver
-from .solvers.base import check_loop_options, iterate_with, report_failure
+from .solvers import Solution, make_solver
+from .solvers.base import check_loop_options, iterate_with
 
 __all__ = ["fixed_point", "solve"]
 
@@ -51,7 +52,7 @@ def _lift_closure(flat_f: Callable, flat0: jax.Array) -> tuple[Callable, tuple]:
     leak into the backward pass, which JAX traces separately from the forward.
     """
     closed = jax.make_jaxpr(flat_f)(flat0)
-    lifted_at = [i for i, c in enumerate(closed.consts) if isinstance(c, jax.core.Tracer)]
+    lifted_at = [i for i, c in enumerate(closed.consts) if isinstance(c, Tracer)]
     kept = [None if i in lifted_at else c for i, c in enumerate(closed.consts)]
     jaxpr = closed.jaxpr
 
@@ -83,8 +84,8 @@ def solve(
     *,
     tol: float = DEFAULTS["tol"],
     max_iter: int = DEFAULTS["max_iter"],
-    stop_mode: str = DEFAULTS["stop_mode"],
-    on_failure: str = "warn",
+    stop_mode: StopMode = DEFAULTS["stop_mode"],
+    on_failure: FailurePolicy = DEFAULTS["on_failure"],
     trace: bool = False,
     divergence_ratio: float = DEFAULTS["divergence_ratio"],
 ) -> Solution:
@@ -111,7 +112,7 @@ def solve(
     >>> import jax.numpy as jnp
     >>> import deqkit.jax as dkj
     >>> sol = dkj.solve(lambda z: jnp.tanh(0.5 * z + 1.0), jnp.zeros((4, 3)), tol=1e-6)
-    >>> dkj.Status(int(sol.status)).name, bool(sol.converged.all())
+    >>> sol.status.name, bool(sol.converged.all())
     ('CONVERGED', True)
     """
     _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio)
@@ -139,8 +140,8 @@ def fixed_point(
     *,
     tol: float = DEFAULTS["tol"],
     max_iter: int = DEFAULTS["max_iter"],
-    stop_mode: str = DEFAULTS["stop_mode"],
-    on_failure: str = "warn",
+    stop_mode: StopMode = DEFAULTS["stop_mode"],
+    on_failure: FailurePolicy = DEFAULTS["on_failure"],
     trace: bool = False,
     divergence_ratio: float = DEFAULTS["divergence_ratio"],
 ) -> tuple[Any, Solution]:
@@ -166,11 +167,13 @@ def fixed_point(
     """
     _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio)
     strategy = make_backward(backward)
+    solver = make_solver(solver)
+    check_compatible(solver, strategy)
     flat0, spec, fn, consts = _prepare(f, z0)
     unroll = strategy.unrolls_solver
     seen = consts if unroll else _frozen(consts)
     sol = iterate_with(
-        make_solver(solver),
+        solver,
         fn,
         flat0,
         seen,

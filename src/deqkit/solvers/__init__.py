@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from ..core import DEFAULTS, STOP_MODES, SolverError, Status, convert
+from ._cpu import clear_buffer_pool, set_buffer_pool_limit, to_host
 from .anderson import Anderson
-from .base import DEFAULTS, STOP_MODES, Solution, Solver, SolverError, Status, iterate, residuals
-from .broyden import Broyden
+from .base import Solver, residuals
+from .broyden import Broyden, BroydenState
 from .fixed_point import FixedPoint
+from .loop import iterate
 from .newton_krylov import NewtonKrylov
+from .solution import LayerOutputs, Solution
 
 #: Solver names accepted wherever a solver is asked for.
 SOLVERS: dict[str, type[Solver]] = {
@@ -14,22 +18,15 @@ SOLVERS: dict[str, type[Solver]] = {
 }
 
 
-def make_solver(spec: str | Solver) -> Solver:
-    """Turn a solver name or options object into a solver.
+def make_solver(spec) -> Solver:
+    """Turn a solver name, or a solver object of either backend, into a torch solver.
+
+    An object converts by its option record, field by field (a ``deqkit.jax`` solver included).
 
     >>> make_solver("broyden")
     Broyden(memory=30, line_search=False, max_halvings=4, update='bad')
     """
-    if isinstance(spec, Solver):
-        return spec
-    if isinstance(spec, str):
-        if spec not in SOLVERS:
-            raise ValueError(f"unknown solver {spec!r}; choose one of {sorted(SOLVERS)}")
-        return SOLVERS[spec]()
-    raise TypeError(
-        f"solver must be a name {sorted(SOLVERS)} or a deqkit Solver object, "
-        f"got {type(spec).__name__}"
-    )
+    return convert(spec, SOLVERS, "solver", Solver)
 
 
 __all__ = [
@@ -38,13 +35,18 @@ __all__ = [
     "STOP_MODES",
     "Anderson",
     "Broyden",
+    "BroydenState",
     "FixedPoint",
+    "LayerOutputs",
     "NewtonKrylov",
     "Solution",
     "Solver",
     "SolverError",
     "Status",
+    "clear_buffer_pool",
     "iterate",
     "make_solver",
     "residuals",
+    "set_buffer_pool_limit",
+    "to_host",
 ]

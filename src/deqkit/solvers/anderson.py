@@ -6,10 +6,10 @@ date incrementally (one new row per step), regularised relative to its own scale
 nearly collinear history cannot blow up, and solved in float64; a sample whose system is still
 singular falls back to a plain damped step instead of producing NaN.
 
-The m × m systems are solved on the host with NumPy: a batched LAPACK call through PyTorch, plus
-the dozen tiny tensor operations around it, costs more than a whole pass over the state on a
-CPU. When autograd records the solve (unrolled backward) the same arithmetic runs in PyTorch so
-that gradients flow through the weights.
+For CPU states the m × m systems are solved on the host with NumPy: a batched LAPACK call through
+PyTorch, plus the dozen tiny tensor operations around it, costs more than a whole pass over the
+state on a CPU. On other devices, and when autograd records the solve (unrolled backward), the
+same arithmetic runs in PyTorch on the device (so that gradients flow through the weights).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ..options import AndersonOptions
+from ..core.options import AndersonOptions
 from ._buffers import history_buffer, recording, release, write_slot
+from ._cpu import host_side
 from .base import Evaluate, Solver
 
 
@@ -52,7 +53,7 @@ class Anderson(AndersonOptions, Solver):
         # matrix in slot order, which permutes α along with the slots. Unwritten slots are never
         # read, so the buffers start uninitialised.
         ys, gs = history_buffer(z, self.m), history_buffer(z, self.m)
-        if recording(z, fz):
+        if recording(z, fz) or not host_side(z.device):
             gram = z.new_zeros(batch, self.m, self.m)
         else:
             gram = np.zeros((batch, self.m, self.m))

@@ -11,14 +11,49 @@ step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from ..options import BroydenOptions
-from ._buffers import bounded_step_search, history_buffer, recording, release, write_slot
-from .base import Evaluate, Solver, to_host
+from ..core.options import BroydenOptions
+from ._buffers import history_buffer, recording, release, write_slot
+from ._cpu import host_side, to_host
+from ._linesearch import bounded_step_search
+from .base import Evaluate, Solver
+
+
+@dataclass(frozen=True)
+class BroydenState:
+    """Broyden's final inverse-Jacobian estimate J_g⁻¹ ≈ −I + Σᵢ uᵢ vᵢᵀ of g(z) = f(z) − z, per
+    sample (``us``, ``vs``: (B, rank, D), detached), as ``Solution.state`` hands it on.
+
+    A sample that stopped early keeps the estimate it had when it stopped: later proposals for
+    a frozen sample are not evaluated at the proposal, so their secant pairs would be wrong.
+    """
+
+    us: torch.Tensor
+    vs: torch.Tensor
+
+    @property
+    def rank(self) -> int:
+        return self.us.shape[1]
+
+    def adjoint(self, grad: torch.Tensor) -> torch.Tensor:
+        """Approximate solution u of u = grad + J_fᵀ u, i.e. u ≈ −J_g⁻ᵀ grad = grad − V (Uᵀ grad).
+
+        >>> import deqkit as dk
+        >>> sol = dk.solve(lambda z: 0.5 * z + 1.0, torch.zeros(2, 3), "broyden", tol=1e-8,
+        ...                keep_state=True)
+        >>> g = torch.ones(2, 3)  # the exact adjoint of f = 0.5 z + 1 is u = g / (1 - 0.5)
+        >>> torch.allclose(sol.state.adjoint(g), 2 * g)
+        True
+        """
+        if self.rank == 0:
+            return grad
+        us, vs = self.us.to(grad.dtype), self.vs.to(grad.dtype)
+        coeff = torch.bmm(us, grad.unsqueeze(2))
+        return grad - torch.bmm(vs.transpose(1, 2), coeff).squeeze(2)
 
 
 @dataclass(frozen=True)
@@ -56,6 +91,11 @@ class Broyden(BroydenOptions, Solver):
 
     def release(self, memory):
         release(memory[0], memory[1])
+
+    def final_state(self, memory) -> BroydenState:
+        us, vs, count = memory[0], memory[1], memory[2]
+        rank = min(count, self.memory)
+        return BroydenState(us[:, :rank].detach(), vs[:, :rank].detach())
 
     # Products with the (B, k, D) memory are written with row vectors, (B, 1, ·) @ (B, ·, ·):
     # on CPU this runs 2-2.5x faster than the equivalent column form (B, ·, ·) @ (B, ·, 1).
@@ -110,37 +150,30 @@ class Broyden(BroydenOptions, Solver):
             dots = [torch.linalg.vector_norm(dg, dim=1), torch.linalg.vecdot(dg, g_new)]
         if full:  # the term in the slot about to be overwritten leaves the estimate
             dots.append(torch.linalg.vecdot(vs[:, slot], g_new))
-        host = to_host(dots)
-        with np.errstate(all="ignore"):
-            if self.update == "good":
-                denom, v_g, dz_norm, dg_norm = host[:4]
-                tiny = np.finfo(denom.dtype).eps * dz_norm * dg_norm
-                usable = (np.abs(denom) > tiny) & np.isfinite(denom)
-                denom_t = dots[0]
-            else:
-                dg_norm, v_g = host[:2]
-                denom = dg_norm * dg_norm
-                usable = (denom > np.finfo(denom.dtype).tiny) & np.isfinite(denom)
-                denom_t = dots[0].square()
-            scale = np.where(usable, 1.0 / np.where(usable, denom, 1.0), 0.0)
-            coeffs = [scale, np.where(usable, -scale * v_g, 0.0)]
-        if recording(numer, v, dg, us, vs):
-            # Unrolled backward: the same update, differentiable through 1 / (vᵀdg).
-            keep = torch.from_numpy(usable).to(z.device)[:, None]
+        usable, coeffs, denom_t = _scalars(self.update, dots, full)
+        # A sample no longer active keeps its estimate (its secant pair would be wrong): its
+        # slot keeps the old term once the ring is full, and stays empty (zero) before that.
+        frozen = None if bool(active.all()) else ~active[:, None]
+        if recording(numer, v, dg, us, vs) or not isinstance(usable, np.ndarray):
+            # Unrolled backward (differentiable through 1 / (vᵀdg)) or device arithmetic.
+            keep = _as_tensor(usable, z.device)[:, None]
             inv_denom = keep.to(v.dtype) / torch.where(keep, denom_t[:, None], 1.0)
             u = torch.where(keep, numer * inv_denom, 0.0)
             v = torch.where(keep, v, 0.0)
             next_direction = d - u * (v * g_new).sum(dim=1, keepdim=True)
             if full:
                 next_direction = next_direction + us[:, slot] * dots[-1][:, None]
+            if frozen is not None:
+                u = torch.where(frozen, us[:, slot] if full else 0.0, u)
+                v = torch.where(frozen, vs[:, slot] if full else 0.0, v)
             us, vs = write_slot(us, slot, u), write_slot(vs, slot, v)
             return z_new, fz_new, (us, vs, count + 1, g_new, next_direction)
-        if full:
-            coeffs.append(host[-1])
         coeffs = torch.from_numpy(np.stack(coeffs)).to(z.device, z.dtype)[:, :, None]
         next_direction = torch.addcmul(d, numer, coeffs[1])
         if full:
             next_direction.addcmul_(us[:, slot], coeffs[2])
+        if frozen is not None:
+            old_u, old_v = (us[:, slot].clone(), vs[:, slot].clone()) if full else (0.0, 0.0)
         torch.mul(numer, coeffs[0], out=us[:, slot])  # u, straight into its slot
         if usable.all():
             vs[:, slot].copy_(v)
@@ -148,4 +181,52 @@ class Broyden(BroydenOptions, Solver):
             keep = torch.from_numpy(usable).to(z.device)[:, None]
             vs[:, slot] = torch.where(keep, v, 0.0)
             us[:, slot] = torch.where(keep, us[:, slot].nan_to_num(), 0.0)
+        if frozen is not None:
+            us[:, slot] = torch.where(frozen, old_u, us[:, slot])
+            vs[:, slot] = torch.where(frozen, old_v, vs[:, slot])
         return z_new, fz_new, (us, vs, count + 1, g_new, next_direction)
+
+
+def _as_tensor(values: Any, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(values).to(device) if isinstance(values, np.ndarray) else values
+
+
+def _scalars(update: str, dots: list[torch.Tensor], full: bool):
+    """``(usable, coeffs, denom)`` of a step: which samples update, their coefficients
+    [1/(vᵀdg), −(vᵀg)/(vᵀdg), (vₒₗ𝒹ᵀg)] and the denominator as a tensor. On the host in NumPy
+    (one device-to-host copy) for CPU states, as device arithmetic elsewhere."""
+    if update == "good":
+        denom_t = dots[0]
+    else:
+        denom_t = dots[0].square()
+    if not host_side(dots[0].device):
+        with torch.no_grad():
+            vals = torch.stack(dots).detach()
+            if update == "good":
+                denom, v_g, dz_norm, dg_norm = vals[:4]
+                tiny = torch.finfo(denom.dtype).eps * dz_norm * dg_norm
+                usable = (denom.abs() > tiny) & torch.isfinite(denom)
+            else:
+                dg_norm, v_g = vals[:2]
+                denom = dg_norm * dg_norm
+                usable = (denom > torch.finfo(denom.dtype).tiny) & torch.isfinite(denom)
+            scale = torch.where(usable, 1.0 / torch.where(usable, denom, 1.0), 0.0)
+            coeffs = [scale, torch.where(usable, -scale * v_g, 0.0)]
+            if full:
+                coeffs.append(vals[-1])
+        return usable, coeffs, denom_t
+    host = to_host(dots)
+    with np.errstate(all="ignore"):
+        if update == "good":
+            denom, v_g, dz_norm, dg_norm = host[:4]
+            tiny = np.finfo(denom.dtype).eps * dz_norm * dg_norm
+            usable = (np.abs(denom) > tiny) & np.isfinite(denom)
+        else:
+            dg_norm, v_g = host[:2]
+            denom = dg_norm * dg_norm
+            usable = (denom > np.finfo(denom.dtype).tiny) & np.isfinite(denom)
+        scale = np.where(usable, 1.0 / np.where(usable, denom, 1.0), 0.0)
+        coeffs = [scale, np.where(usable, -scale * v_g, 0.0)]
+    if full:
+        coeffs.append(host[-1])
+    return usable, coeffs, denom_t

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from ..options import FixedPointOptions
+from ..core.options import FixedPointOptions
 from .base import Evaluate, Solver
 
 

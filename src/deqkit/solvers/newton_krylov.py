@@ -11,8 +11,9 @@ from typing import ClassVar
 
 import torch
 
-from ..options import NewtonKrylovOptions
-from ._buffers import bounded_step_search, write_slot
+from ..core.options import NewtonKrylovOptions
+from ._buffers import write_slot
+from ._linesearch import bounded_step_search
 from .base import Evaluate, Solver
 
 

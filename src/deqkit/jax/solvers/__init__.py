@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-
-from ...solvers import Solver as _TorchSolver
+from ...core import DEFAULTS, convert
 from .anderson import Anderson
-from .base import DEFAULTS, Solution, Solver, SolverError, Status, iterate, residuals
+from .base import Solver, Status, StatusCode, iterate, residuals
 from .broyden import Broyden
 from .fixed_point import FixedPoint
 from .newton_krylov import NewtonKrylov
+from .solution import Solution, SolverError
 
 #: Solver names accepted wherever a solver is asked for (the same as the torch core's).
 SOLVERS: dict[str, type[Solver]] = {
@@ -18,26 +17,16 @@ SOLVERS: dict[str, type[Solver]] = {
 
 
 def make_solver(spec) -> Solver:
-    """Turn a solver name, JAX solver object or torch ``deqkit`` solver object into a JAX solver.
+    """Turn a solver name, or a solver object of either backend, into a JAX solver.
 
-    A torch options object converts field by field, so one configuration serves both backends.
+    An object converts by its option record, field by field, so one configuration serves both
+    backends.
 
     >>> import deqkit as dk
     >>> make_solver(dk.Anderson(m=3))
     Anderson(m=3, lam=0.0001, damping=1.0)
     """
-    if isinstance(spec, Solver):
-        return spec
-    if isinstance(spec, str):
-        if spec not in SOLVERS:
-            raise ValueError(f"unknown solver {spec!r}; choose one of {sorted(SOLVERS)}")
-        return SOLVERS[spec]()
-    if isinstance(spec, _TorchSolver) and getattr(spec, "name", None) in SOLVERS:
-        return SOLVERS[spec.name](**{f.name: getattr(spec, f.name) for f in fields(spec)})
-    raise TypeError(
-        f"solver must be a name {sorted(SOLVERS)} or a deqkit solver object, "
-        f"got {type(spec).__name__}"
-    )
+    return convert(spec, SOLVERS, "solver", Solver)
 
 
 __all__ = [
@@ -51,6 +40,7 @@ __all__ = [
     "Solver",
     "SolverError",
     "Status",
+    "StatusCode",
     "iterate",
     "make_solver",
     "residuals",

@@ -13,7 +13,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from ...options import AndersonOptions
+from ...core.options import AndersonOptions
 from .base import Solver
 
 

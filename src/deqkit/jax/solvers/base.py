@@ -12,19 +12,15 @@ is jit-able and vmap-able. A solver is a frozen (hashable, hence static) datacla
 from __future__ import annotations
 
 import abc
-import functools
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from ..._validate import check_bool, check_choice, check_float, check_int
-from ...backward import DEQWarning
-from ...solvers.base import DEFAULTS, STOP_MODES, Status
-from ...solvers.base import SolverError as _TorchSolverError
+from ...core import DEFAULTS, STOP_MODES, Status, StopMode
+from .solution import Solution, SolverError, StatusCode
 
 __all__ = [
     "DEFAULTS",
@@ -32,77 +28,13 @@ __all__ = [
     "Solver",
     "SolverError",
     "Status",
+    "StatusCode",
     "iterate",
     "iterate_with",
     "residuals",
 ]
 
 Fn = Callable[[jax.Array], jax.Array]
-
-
-@dataclass(frozen=True, repr=False)
-class Solution:
-    """Result of a solve, a pytree (it passes through ``jax.jit`` and ``jax.vmap``).
-
-    Per-sample fields have shape (B,). ``status`` is an int32 scalar with the numbering of
-    :class:`deqkit.Status` (0 CONVERGED, 1 MAX_ITER, 2 DIVERGED, 3 NONFINITE), the batch's worst;
-    ``nstep`` counts the iterations each sample ran (the evaluation of f(z0) is iteration 1);
-    ``nfev`` all calls of f; ``trace`` (B, max_iter) holds per-iteration residuals when asked for,
-    NaN after the last iteration.
-    """
-
-    z: Any
-    status: jax.Array
-    converged: jax.Array
-    nstep: jax.Array
-    residual: jax.Array
-    abs_residual: jax.Array
-    rel_residual: jax.Array
-    nfev: jax.Array
-    trace: jax.Array | None = None
-    stop_mode: str = "rel"
-    tol: float = DEFAULTS["tol"]
-
-    @property
-    def success(self) -> jax.Array:
-        return self.status == int(Status.CONVERGED)
-
-    def __repr__(self) -> str:
-        try:
-            status = Status(int(self.status))
-            nstep, res = self.nstep, self.residual
-            text = (
-                f"Solution(status={status.name}, converged={int(self.converged.sum())}/"
-                f"{self.converged.size}, nstep={_span(nstep)}, "
-                f"{self.stop_mode}_residual={_span(res, '.2e')}, tol={self.tol:.1e}, "
-                f"nfev={int(self.nfev)})"
-            )
-        except (TypeError, jax.errors.ConcretizationTypeError):
-            text = f"Solution(<traced>, stop_mode={self.stop_mode!r}, tol={self.tol:.1e})"
-        return text
-
-
-jax.tree_util.register_dataclass(
-    Solution,
-    data_fields=[f.name for f in fields(Solution) if f.name not in ("stop_mode", "tol")],
-    meta_fields=["stop_mode", "tol"],
-)
-
-
-def _span(values, fmt: str = "d") -> str:
-    lo, hi = values.min().item(), values.max().item()
-    return f"{lo:{fmt}}" if lo == hi else f"{lo:{fmt}}..{hi:{fmt}}"
-
-
-class SolverError(_TorchSolverError):
-    """Raised under ``on_failure="raise"``; subclasses :class:`deqkit.SolverError`."""
-
-    def __init__(self, solution: Solution, what: str = "forward solve"):
-        self.solution = solution
-        self.status = Status(int(solution.status))
-        RuntimeError.__init__(
-            self, f"{what} ended with {self.status.name}: {self.status.message}; {solution!r}"
-        )
 
 
 class Solver(abc.ABC):
@@ -119,6 +51,10 @@ class Solver(abc.ABC):
         self, fn: Fn, z: jax.Array, fz: jax.Array, memory: Any, active: jax.Array
     ) -> tuple[jax.Array, jax.Array, Any, jax.Array]:
         """Propose and evaluate the next iterate; return ``(z_new, f(z_new), memory, nfev)``."""
+
+    def final_state(self, memory: Any) -> Any:
+        """What the solver hands on in ``Solution.state`` (e.g. an inverse estimate); None."""
+        return None
 
 
 def residuals(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -139,6 +75,7 @@ def _select(mask: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
 
 
 def check_loop_options(tol, max_iter, stop_mode, trace, divergence_ratio) -> None:
+    """Validate the loop's options (one clear line naming a bad one)."""
     check_float("tol", tol, minimum=0.0, strict_min=True)
     check_int("max_iter", max_iter, minimum=1)
     check_choice("stop_mode", stop_mode, STOP_MODES)
@@ -153,26 +90,29 @@ def iterate(
     *,
     tol: float = DEFAULTS["tol"],
     max_iter: int = DEFAULTS["max_iter"],
-    stop_mode: str = DEFAULTS["stop_mode"],
+    stop_mode: StopMode = DEFAULTS["stop_mode"],
     trace: bool = False,
     divergence_ratio: float = DEFAULTS["divergence_ratio"],
     unroll: bool = False,
+    keep_state: bool = False,
 ) -> Solution:
     """Run ``solver`` on ``z = fn(z)`` for a (B, D) matrix ``z0`` inside one ``lax.while_loop``.
 
     Mirrors :func:`deqkit.solvers.iterate` step for step: per-sample stopping and freezing, the
     lowest-residual iterate per sample, NONFINITE/DIVERGED detection. ``unroll=True`` runs the
     same body in a ``fori_loop`` of static length (skipping finished iterations with ``lax.cond``)
-    so that reverse-mode autodiff can pass through the whole solve.
+    so that reverse-mode autodiff can pass through the whole solve. ``keep_state=True`` puts
+    the solver's :meth:`~Solver.final_state` in ``Solution.state``.
 
     >>> import jax.numpy as jnp
     >>> from deqkit.jax import FixedPoint
     >>> sol = iterate(FixedPoint(), lambda z: 0.5 * z + 1.0, jnp.zeros((3, 2)), tol=1e-6)
-    >>> Status(int(sol.status)).name, round(float(sol.z[0, 0]), 4)
+    >>> sol.status.name, round(float(sol.z[0, 0]), 4)
     ('CONVERGED', 2.0)
     """
     check_loop_options(tol, max_iter, stop_mode, trace, divergence_ratio)
     check_bool("unroll", unroll)
+    check_bool("keep_state", keep_state)
     if z0.ndim != 2:
         raise ValueError(f"solvers take a (B, D) matrix, got shape {tuple(z0.shape)}")
     pick_rel = stop_mode == "rel"
@@ -260,7 +200,7 @@ def iterate(
     ).astype(jnp.int32)
     return Solution(
         z=c["best_z"],
-        status=status,
+        status=StatusCode(status),
         converged=c["converged"],
         nstep=c["nstep"],
         residual=c["best_res"],
@@ -268,6 +208,7 @@ def iterate(
         rel_residual=c["best_rel"],
         nfev=c["nfev"],
         trace=c["history"],
+        state=solver.final_state(c["memory"]) if keep_state else None,
         stop_mode=stop_mode,
         tol=float(tol),
     )
@@ -283,52 +224,3 @@ def iterate_with(solver: Solver, fn, z0: jax.Array, consts: tuple, **options) ->
     """
     run = jax.jit(lambda z0, consts: iterate(solver, lambda z: fn(z, *consts), z0, **options))
     return run(z0, consts)
-
-
-def report_failure(solution: Solution, on_failure: str, what: str) -> None:
-    """Apply the failure policy: at once when the status is concrete, on the host under jit."""
-    if on_failure == "ignore":
-        return
-    try:
-        status = int(solution.status)
-    except (TypeError, jax.errors.ConcretizationTypeError):
-        host = functools.partial(_host_report, solution.stop_mode, solution.tol, on_failure, what)
-        jax.debug.callback(
-            host, solution.status, solution.converged, solution.nstep, solution.residual,
-            solution.nfev,
-        )  # fmt: skip
-        return
-    if status != Status.CONVERGED:
-        _apply(solution, on_failure, what)
-
-
-def _apply(solution: Solution, on_failure: str, what: str, stable: bool = False) -> None:
-    if on_failure == "raise":
-        raise SolverError(solution, what)
-    status = Status(int(solution.status))
-    # A jitted training loop reports from the host on every step; a message without the
-    # per-call numbers lets Python's warning filter show it once instead of on every step.
-    detail = "the returned Solution has the numbers" if stable else repr(solution)
-    warnings.warn(
-        f"{what} ended with {status.name}: {status.message}; {detail}", DEQWarning, stacklevel=4
-    )
-
-
-def _host_report(stop_mode, tol, on_failure, what, status, converged, nstep, residual, nfev):
-    # Under vmap the host sees every instance at once; the worst status speaks for them all.
-    worst = int(jnp.max(status))
-    if worst == Status.CONVERGED:
-        return
-    sol = Solution(
-        z=None,
-        status=jnp.asarray(worst),
-        converged=converged,
-        nstep=nstep,
-        residual=residual,
-        abs_residual=residual,
-        rel_residual=residual,
-        nfev=jnp.max(nfev),
-        stop_mode=stop_mode,
-        tol=tol,
-    )
-    _apply(sol, on_failure, what, stable=True)

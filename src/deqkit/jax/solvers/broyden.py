@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import jax.numpy as jnp
 
-from ...options import BroydenOptions
+from ...core.options import BroydenOptions
 from ._loops import bounded_step_search
 from .base import Solver
 

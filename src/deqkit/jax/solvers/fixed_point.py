@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import jax.numpy as jnp
 
-from ...options import FixedPointOptions
+from ...core.options import FixedPointOptions
 from .base import Solver
 
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from ...options import NewtonKrylovOptions
+from ...core.options import NewtonKrylovOptions
 from ._loops import bounded_loop, bounded_step_search
 from .base import Solver
 

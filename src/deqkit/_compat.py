@@ -1,0 +1,31 @@
+"""Every private PyTorch API deqkit relies on, in one place (tests/test_compat.py checks each).
+
+PyTorch has no public pytree module (as of 2.13 ``torch.utils._pytree`` is the one its own
+libraries use), no public class for the weight- and spectral-norm parametrizations, and no public
+predicate for "this tensor is a view". Each is wrapped here so that a PyTorch release that moves
+one breaks one line, found by one test.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.utils import parametrizations as _parametrizations
+from torch.utils import _pytree as pytree
+
+__all__ = ["NORM_PARAMETRIZATIONS", "pytree", "tensor_is_view"]
+
+#: The parametrization classes behind ``parametrizations.weight_norm`` and ``spectral_norm``.
+NORM_PARAMETRIZATIONS: tuple[type, ...] = (
+    _parametrizations._WeightNorm,
+    _parametrizations._SpectralNorm,
+)
+
+
+def tensor_is_view(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` shares storage as a view of another tensor.
+
+    >>> t = torch.zeros(2, 3)
+    >>> tensor_is_view(t), tensor_is_view(t[0])
+    (False, True)
+    """
+    return tensor._base is not None

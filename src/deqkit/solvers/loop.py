@@ -1,0 +1,184 @@
+"""The shared iteration loop of the torch solvers: :func:`iterate`.
+
+Stopping, freezing, best-iterate tracking, NaN and divergence detection live here once; a solver
+only proposes steps (see :mod:`deqkit.solvers.base` for the protocol and its invariants).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .._validate import check_bool, check_choice, check_float, check_int
+from ..core import DEFAULTS, STOP_MODES, Status, StopMode
+from ._cpu import bookkeeping, norms
+from .base import Evaluate, Solver
+from .solution import LayerOutputs, Solution
+
+__all__ = ["iterate"]
+
+
+def _select(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask.view(-1, *([1] * (new.dim() - 1))), new, old)
+
+
+def iterate(
+    solver: Solver,
+    fn: Evaluate,
+    z0: torch.Tensor,
+    *,
+    tol: float = DEFAULTS["tol"],
+    max_iter: int = DEFAULTS["max_iter"],
+    stop_mode: StopMode = DEFAULTS["stop_mode"],
+    trace: bool = False,
+    divergence_ratio: float = DEFAULTS["divergence_ratio"],
+    sample_at: Sequence[int] = (),
+    keep_state: bool = False,
+) -> Solution:
+    """Run ``solver`` on the fixed-point problem ``z = fn(z)`` for a (B, D) matrix ``z0``.
+
+    Stopping is per sample: a sample whose residual reaches ``tol`` is frozen while the others go
+    on, and the loop ends when no sample is active or after ``max_iter`` iterations. A sample whose
+    residual turns NaN/Inf, or grows past ``divergence_ratio`` times its first value, stops too.
+    ``sample_at`` lists iterations at which the current iterate is recorded into
+    ``outputs.states``; ``keep_state=True`` puts the solver's final state in ``Solution.state``.
+
+    The per-sample bookkeeping runs in NumPy on the host for CPU states and as device arithmetic
+    elsewhere (see :mod:`deqkit.solvers._cpu`); both give the same numbers.
+
+    >>> from deqkit.solvers import FixedPoint
+    >>> sol = iterate(FixedPoint(), lambda z: 0.5 * z + 1.0, torch.zeros(3, 2), tol=1e-6)
+    >>> sol.status.name, round(sol.z[0, 0].item(), 4)
+    ('CONVERGED', 2.0)
+    """
+    check_float("tol", tol, minimum=0.0, strict_min=True)
+    check_int("max_iter", max_iter, minimum=1)
+    check_choice("stop_mode", stop_mode, STOP_MODES)
+    check_float("divergence_ratio", divergence_ratio, minimum=1.0, strict_min=True)
+    check_bool("keep_state", keep_state)
+    if z0.dim() != 2:
+        raise ValueError(f"solvers take a (B, D) matrix, got shape {tuple(z0.shape)}")
+    device = z0.device
+    xp = bookkeeping(device)
+    nfev = 0
+    # Frozen samples are evaluated at their frozen iterate, whatever the solver proposes for them,
+    # so f (which may couple samples, e.g. through batch statistics) never sees them move.
+    frozen: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def evaluate(z: torch.Tensor) -> torch.Tensor:
+        nonlocal nfev
+        nfev += 1
+        if frozen is not None:
+            z = _select(frozen[0], z, frozen[1])
+        return fn(z)
+
+    pick_rel = stop_mode == "rel"
+    z = z0
+    fz = evaluate(z)
+    abs_r, rel_r = norms(z, fz)
+    res = rel_r if pick_rel else abs_r
+    finite = xp.isfinite(abs_r)
+    diverge_at = divergence_ratio * xp.floor_tiny(abs_r)
+    best_res, best_abs, best_rel = res, abs_r, rel_r
+    converged = finite & (res <= tol)
+    nonfinite = ~finite
+    diverged = xp.zeros_like(finite)
+    active = ~(converged | nonfinite)
+    nstep = xp.ones_int(z.shape[0], device)
+    history = [res] if trace else None
+    sample_at = sorted(set(sample_at))
+    states = [z] if 1 in sample_at else []
+    batch = z.shape[0]
+    n_active = int(active.sum())
+    active_t = xp.to_device(active, device)
+    # The solver works on its own iterates (z, fz) for every sample. A stopped sample's frozen
+    # iterate and its best iterate are kept apart (``frozen_z``, ``kept_best``) and written only
+    # when samples stop, so per iteration no (B, D) select runs except f's frozen-input one.
+    best_z = frozen_z = kept_best = z
+    memory = solver.init(z, fz) if n_active else None
+    k = 1
+    while n_active and k < max_iter:
+        frozen = None if n_active == batch else (active_t, frozen_z)
+        z_new, fz_new, memory = solver.step(evaluate, z, fz, memory, active_t)
+        k += 1
+        abs_n, rel_n = norms(z_new, fz_new, solver.residual(memory))
+        res_n = rel_n if pick_rel else abs_n
+        if n_active == batch and ((res_n > tol) & (res_n < best_res) & (abs_n <= diverge_at)).all():
+            # Fast path: every sample moved, improved and goes on (NaN fails each comparison).
+            nstep = nstep + 1
+            best_z, best_res, best_abs, best_rel = z_new, res_n, abs_n, rel_n
+            if history is not None:
+                history.append(res_n)
+            if k in sample_at:
+                states.append(z_new)
+            z, fz = z_new, fz_new
+            continue
+        finite = xp.isfinite(abs_n)
+        update = active & finite
+        improved = update & (res_n < best_res)
+        now_converged = update & (res_n <= tol)
+        now_nonfinite = active & ~finite
+        now_diverged = update & (abs_n > diverge_at)
+        stopped = now_converged | now_nonfinite | now_diverged
+        nstep = nstep + active
+        converged |= now_converged
+        nonfinite |= now_nonfinite
+        diverged |= now_diverged
+        if (improved | ~active).all():
+            best_z = z_new
+        elif improved.any():
+            best_z = _select(xp.to_device(improved, device), z_new, best_z)
+        best_res = xp.where(improved, res_n, best_res)
+        best_abs = xp.where(improved, abs_n, best_abs)
+        best_rel = xp.where(improved, rel_n, best_rel)
+        if history is not None:
+            history.append(xp.where(update, res_n, history[-1]))
+        if stopped.any():
+            # A sample that turned NaN/Inf freezes at its last finite iterate.
+            frozen_z = _select(xp.to_device(stopped & finite, device), z_new, frozen_z)
+            if now_nonfinite.any():
+                frozen_z = _select(xp.to_device(now_nonfinite, device), z, frozen_z)
+            kept_best = _select(xp.to_device(stopped, device), best_z, kept_best)
+            active = active & ~stopped
+            n_active = int(active.sum())
+            active_t = xp.to_device(active, device)
+        if k in sample_at:
+            states.append(_select(active_t, z_new, frozen_z) if n_active < batch else z_new)
+        z, fz = z_new, fz_new
+    state = None
+    if memory is not None:
+        if keep_state:
+            state = solver.final_state(memory)
+        else:
+            solver.release(memory)
+    if n_active < batch:
+        best_z = _select(xp.to_device(~active, device), kept_best, best_z)
+    if nonfinite.any():
+        status = Status.NONFINITE
+    elif diverged.any():
+        status = Status.DIVERGED
+    elif converged.all():
+        status = Status.CONVERGED
+    else:
+        status = Status.MAX_ITER
+
+    def to_torch(values: Any) -> torch.Tensor:
+        return xp.to_device(values, device)
+
+    return Solution(
+        z=best_z,
+        status=status,
+        converged=to_torch(converged),
+        nstep=to_torch(nstep),
+        residual=to_torch(best_res),
+        abs_residual=to_torch(best_abs),
+        rel_residual=to_torch(best_rel),
+        nfev=nfev,
+        stop_mode=stop_mode,
+        tol=float(tol),
+        trace=to_torch(xp.stack(history)) if history is not None else None,
+        state=state,
+        outputs=LayerOutputs(states=states) if sample_at else LayerOutputs(),
+    )
