@@ -206,3 +206,50 @@ def test_model_options_and_baselines_build_and_run():
         SeqLMConfig(block="gru")
     with pytest.raises(ValueError, match="n_head=3 must divide d_model=8"):
         DEQTransformerCell(8, 3, 16)
+
+
+_RECIPES = [
+    "deq-transformer-wiki-char",
+    "deq-transformer-wiki-char-jr",
+    "transformer-unrolled-wiki-char",
+    "transformer-untied-wiki-char",
+    "trellisnet-wiki-char",
+    "lstm-wiki-char",
+    "deq-transformer-wt103",
+    "trellisnet-ptb",
+]
+
+
+@pytest.mark.parametrize("recipe", _RECIPES)
+def test_recipe_runs_three_steps_through_the_cli(recipe, tmp_path):
+    import json
+
+    from deqkit.cli import main
+
+    # The recipe's model, solver and data kind, on a small PTB-format folder written here.
+    lines = [" the cat sat on the mat \n", " a dog ran to the park \n"] * 60
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"ptb.{split}.txt").write_text("".join(lines), encoding="utf-8")
+        chars = "".join(lines).replace(" ", "_")
+        (tmp_path / f"ptb.char.{split}.txt").write_text(" ".join(chars), encoding="utf-8")
+    sets = [
+        "train.steps=3", "train.eval_every=3", "train.device=cpu", "data.corpus=ptb",
+        f"data.root={tmp_path}", "data.seq_len=8", "data.batch_size=4", "data.eval_rows=4",
+        "data.eval_batch_size=4", "model.d_model=16", "model.d_inner=32", "model.d_hidden=16",
+        "model.d_out=8", "model.n_head=2", "train.pretrain_steps=2",
+    ]  # fmt: skip
+    if "wt103" in recipe:
+        sets.append("model.adaptive_cutoffs=[5, 10]")
+    if "lstm" in recipe or "unrolled" in recipe or "untied" in recipe:
+        sets.remove("train.pretrain_steps=2")
+    if "lstm" in recipe:
+        sets = [s for s in sets if not s.startswith(("model.d_inner", "model.d_out", "model.n_h"))]
+    args = ["train", recipe, "--out", str(tmp_path / "run")]
+    for item in sets:
+        args += ["--set", item]
+    assert main(args) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert any(r.get("step") == 3 for r in records)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    unit = "bpc" if "char" in recipe else "bpw"
+    assert 0 < summary[f"test_{unit}"] < 20

@@ -55,6 +55,7 @@ DATASETS = {
     "ppi": "deqkit.data.graph_sets:PPI",
     "signal": "deqkit.data.signals:SOURCE",
     "sequences": "deqkit.data.sequences:SOURCE",
+    "text": "deqkit.data.text:SOURCE",
 }
 
 

@@ -20,7 +20,6 @@ map to ``<unk>``.
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,10 +224,10 @@ def load_text(name: str, level: str = "char", root: str | Path | None = None) ->
 
     >>> load_text("kjv", "word").vocab.itos[:3]
     ('In', 'the', 'beginning')
-    >>> load_text("brown")
+    >>> load_text("brown")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown text corpus 'brown'; choose one of ('wiki-sample', 'kjv', 'wikitext2', 'wikitext103', 'ptb')
+    ValueError: unknown text corpus 'brown'; choose one of ('wiki-sample', 'kjv', ...
     """
     if name not in TEXT_CORPORA:
         raise ValueError(f"unknown text corpus {name!r}; choose one of {TEXT_CORPORA}")
@@ -268,3 +267,115 @@ def segments(rows: torch.Tensor, seq_len: int) -> Iterator[tuple[torch.Tensor, t
     for start in range(0, rows.shape[1] - 1, seq_len):
         end = min(start + seq_len, rows.shape[1] - 1)
         yield rows[:, start:end], rows[:, start + 1 : end + 1]
+
+
+# The `text` dataset of recipes: contiguous streams for segment recurrence.
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """Recipe keys of the ``text`` dataset: ``corpus`` (one of :data:`TEXT_CORPORA`),
+    ``level`` ("char" or "word"), ``seq_len`` (tokens per segment) and ``eval_rows`` (parallel
+    streams of an evaluation; give ``data.eval_batch_size`` the same value so each batch is the
+    next segment of every row and memories carry over)."""
+
+    corpus: str = "wiki-sample"
+    level: str = "char"
+    seq_len: int = 64
+    eval_rows: int = 16
+
+    def __post_init__(self):
+        if self.corpus not in TEXT_CORPORA:
+            raise ValueError(f"data.corpus must be one of {TEXT_CORPORA}, got {self.corpus!r}")
+        if self.level not in LEVELS:
+            raise ValueError(f"data.level must be one of {LEVELS}, got {self.level!r}")
+        for key in ("seq_len", "eval_rows"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"data.{key} must be a positive integer, got {value!r}")
+
+
+class StreamSet:
+    """Segments of one token stream; ``batch`` returns ``(inputs, targets, starts)``.
+
+    Training batches (:meth:`train_indices`) cut the stream into ``batch_size`` contiguous rows
+    and walk them segment by segment, so step t + 1 continues step t row by row. Evaluation
+    indices k = segment·rows + row do the same with ``rows`` streams. ``starts`` (the stream
+    position of each row's first token) lets a task check that a batch continues the last one.
+
+    >>> s = StreamSet(torch.arange(20), seq_len=4, rows=2)
+    >>> x, y, starts = s.batch(s.train_indices(2, 1, 0))
+    >>> x.tolist(), y[0].tolist(), starts.tolist()
+    ([[4, 5, 6, 7], [13, 14, 15, 16]], [5, 6, 7, 8], [4, 13])
+    >>> len(s), s.batch(torch.tensor([0, 1, 2]))[2].tolist()  # evaluation: 2 rows of 9 tokens
+    (4, [0, 9, 4])
+    """
+
+    def __init__(self, stream: torch.Tensor, seq_len: int, rows: int):
+        self.stream, self.seq_len, self.rows = stream, seq_len, rows
+        self.row_len = (stream.numel() - 1) // rows
+        if self.row_len < seq_len:
+            raise ValueError(
+                f"a stream of {stream.numel()} tokens is too short for {rows} rows of {seq_len}"
+            )
+
+    def __len__(self) -> int:
+        return (self.row_len // self.seq_len) * self.rows
+
+    def _starts(self, index: torch.Tensor) -> torch.Tensor:
+        return (index % self.rows) * self.row_len + (index // self.rows) * self.seq_len
+
+    def batch(self, index: torch.Tensor, generator=None):
+        """``index`` holds evaluation indices, or stream positions (negative-encoded) from
+        :meth:`train_indices`."""
+        starts = torch.where(index < 0, -index - 1, self._starts(index.clamp_min(0)))
+        offsets = torch.arange(self.seq_len + 1)
+        window = self.stream[starts[:, None] + offsets[None, :]]
+        return window[:, :-1], window[:, 1:], starts
+
+    def train_indices(self, batch_size: int, step: int, seed: int, rank: int = 0, world: int = 1):
+        """Row starts of training step ``step`` (as -position - 1), this rank's share."""
+        row_len = (self.stream.numel() - 1) // batch_size
+        per_row = row_len // self.seq_len
+        if per_row < 1:
+            raise ValueError(f"the training stream is too short for batch_size {batch_size}")
+        segment = step % per_row
+        rows = torch.arange(rank, batch_size, world)
+        return -(rows * row_len + segment * self.seq_len) - 1
+
+
+def _load_source(options: TextOptions, context):
+    from .registry import DataSplits
+
+    if context.val_fraction > 0:
+        raise ValueError("the text corpora have their own validation split; set val_fraction 0")
+    splits = load_text(options.corpus, options.level, context.root)
+    if context.state is not None and tuple(context.state["itos"]) != splits.vocab.itos:
+        raise ValueError("the corpus' vocabulary differs from the checkpoint's")
+    n = options.seq_len
+
+    def make(stream, rows):
+        return StreamSet(stream, n, rows)
+
+    return DataSplits(
+        train=make(splits.train, 1),
+        val=make(splits.val, options.eval_rows),
+        test=make(splits.test, options.eval_rows),
+        info={**splits.info, "level": options.level},
+        state={"itos": list(splits.vocab.itos)},
+    )
+
+
+def _source():
+    from .registry import DataSource
+
+    return DataSource(
+        _load_source,
+        TextOptions,
+        needs_root=False,
+        description="language-modelling text (gensim Wikipedia sample, KJV, WikiText, PTB)",
+    )
+
+
+#: The ``text`` dataset (``data.name: text``).
+SOURCE = _source()

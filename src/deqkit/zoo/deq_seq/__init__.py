@@ -14,7 +14,11 @@ from .seq import Memory, SequenceCell, SequenceDEQ
 from .transformer import DEQTransformerCell
 from .trellisnet import TrellisNetCell
 
+#: The trainer task of every recipe of this package.
+TASK = "deqkit.zoo.deq_seq.lm_task:SequenceLMTask"
+
 __all__ = [
+    "TASK",
     "DEQTransformerCell",
     "LSTMBody",
     "Memory",

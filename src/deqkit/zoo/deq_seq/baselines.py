@@ -10,15 +10,9 @@ from torch import nn
 
 import deqkit as dk
 
-from .seq import Memory, SequenceCell
+from .seq import Memory, SequenceCell, explicit_record
 
 __all__ = ["LSTMBody", "UntiedStack"]
-
-
-def _record(z: torch.Tensor, layers: int) -> dk.Solution:
-    """A Solution describing an explicit pass (every sample 'done' after ``layers`` calls)."""
-    _, sol = dk.DEQ(lambda s, x: s).pretrain(layers)(z.detach().reshape(z.shape[0], -1))
-    return sol
 
 
 class UntiedStack(nn.Module):
@@ -63,7 +57,7 @@ class UntiedStack(nn.Module):
                 us = torch.cat([mem.u, u], dim=1)
                 z = layer(z, us, mem.z, *layer.extra_inputs(x.shape[1], us.shape[1], x))
                 new.append(_next(mem, z, u, x, self.mem_len, layer.input_context))
-        return z, tuple(new), _record(z, len(self.layers))
+        return z, tuple(new), explicit_record(z, len(self.layers))
 
 
 def _next(mem: Memory, z, u, x, n: int, k: int) -> Memory:
@@ -94,4 +88,4 @@ class LSTMBody(nn.Module):
     def forward(self, x, memory=None, z_init=None):
         """Run the LSTM from the carried state; returns (h, (h_n, c_n) detached, a record)."""
         z, (h, c) = self.lstm(x, memory)
-        return z, (h.detach(), c.detach()), _record(z, 1)
+        return z, (h.detach(), c.detach()), explicit_record(z, 1)

@@ -27,7 +27,7 @@ from torch import nn
 
 import deqkit as dk
 
-__all__ = ["Memory", "SequenceCell", "SequenceDEQ"]
+__all__ = ["Memory", "SequenceCell", "SequenceDEQ", "explicit_record"]
 
 
 @dataclass(frozen=True)
@@ -128,15 +128,20 @@ class SequenceDEQ(nn.Module):
         if isinstance(mem_len, bool) or not isinstance(mem_len, int) or mem_len < 0:
             raise ValueError(f"mem_len must be an int >= 0, got {mem_len!r}")
         self.mem_len = max(mem_len, cell.min_history)
-        self.deq = dk.DEQ(cell, **deq_options)
+        if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 0:
+            raise ValueError(f"unroll must be an int >= 0, got {unroll!r}")
         self.unroll = unroll
         if unroll:
-            self.deq.pretrain(unroll)
+            # An explicit network, not a DEQ (the trainer's pretraining switch leaves it alone).
+            self.unrolled_cell = cell
+            self.deq = None
+        else:
+            self.deq = dk.DEQ(cell, **deq_options)
 
     @property
     def cell(self) -> SequenceCell:
         """The sequence cell."""
-        return self.deq.cell
+        return self.unrolled_cell if self.deq is None else self.deq.cell
 
     def output(self, z: torch.Tensor) -> torch.Tensor:
         """The features of the equilibrium the head reads (``cell.output``)."""
@@ -157,13 +162,34 @@ class SequenceDEQ(nn.Module):
         extra = cell.extra_inputs(qlen, klen, x)
         z0 = memory.z
         start = z_init if z_init is not None else x.new_zeros(x.shape[0], qlen, cell.d_state)
-        z, sol = self.deq(us, z0, *extra, z0=start)
+        if self.deq is None:
+            z, sol = self._unrolled(start, us, z0, extra)
+        else:
+            z, sol = self.deq(us, z0, *extra, z0=start)
         new = self._next_memory(memory, z, u, x)
         return z, new, sol
+
+    def _unrolled(self, z, us, z0, extra):
+        cell = self.unrolled_cell
+        dk.reset_dropout(cell)  # one mask for all layers, as in the DEQ's solve
+        with dk.cached_weights(cell):
+            for _ in range(self.unroll):
+                z = cell(z, us, z0, *extra)
+        return z, explicit_record(z, self.unroll)
 
     def _next_memory(self, memory: Memory, z, u, x) -> Memory:
         n, k = self.mem_len, self.cell.input_context
         return Memory(_keep(memory.z, z, n), _keep(memory.u, u, n), _keep(memory.x, x, k))
+
+
+def explicit_record(z: torch.Tensor, layers: int) -> dk.Solution:
+    """A Solution describing an explicit pass of ``layers`` cell calls (for uniform logging).
+
+    >>> explicit_record(torch.zeros(2, 3, 4), 5).nfev
+    5
+    """
+    _, sol = dk.DEQ(lambda s, x: s).pretrain(layers)(z.detach().reshape(z.shape[0], -1))
+    return sol
 
 
 def _keep(old: torch.Tensor, new: torch.Tensor, m: int) -> torch.Tensor:
