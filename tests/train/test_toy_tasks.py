@@ -54,8 +54,8 @@ def _kill_mid_run(recipe: str, out: Path) -> int:
 def test_toy_task_cli_sigkill_resume_eval_plot(kind, tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(HERE))
     torch.set_num_threads(1)
-    steps = 60
-    train = {"steps": steps, "eval_every": 20, "checkpoint_every": 5, "log_every": 10}
+    steps = 30
+    train = {"steps": steps, "eval_every": 10, "checkpoint_every": 5, "log_every": 10}
     recipe = toy_tasks.write(tmp_path / f"{kind}.yaml", kind, train=train)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     assert main(["train", recipe, "--out", str(ref), "--no-progress"]) == 0
