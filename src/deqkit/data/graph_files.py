@@ -74,7 +74,14 @@ def load_planetoid(root: str | Path, name: str) -> Graph:
     """Cora / CiteSeer / PubMed from ``root`` (the folder holding the ``ind.<name>.*`` files).
 
     The standard split: 20 labelled nodes per class, 500 validation and 1000 test nodes, as the
-    files define it. Features are row-normalised (as in GCN and IGNN).
+    files define it. Features are row-normalised (as in GCN and IGNN). (Tested on small files
+    written in that format by ``tests/data/test_graphs.py``.)
+
+    >>> load_planetoid("/nonexistent", "cora")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: /nonexistent lacks the Planetoid file(s) ['ind.cora.x', 'ind.cora.graph', \
+'ind.cora.test.index']
     """
     name = name.lower()
     if name not in PLANETOID:
@@ -125,7 +132,13 @@ def _ppi_split(root: Path, split: str) -> list[Graph]:
 
 def load_ppi(root: str | Path) -> dict[str, list[Graph]]:
     """The PPI graphs from ``root``: split name ("train", "valid", "test") -> list of graphs,
-    each with (n, 121) multi-label node labels (every node is labelled)."""
+    each with (n, 121) multi-label node labels (every node is labelled).
+
+    >>> load_ppi("/nonexistent")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: PPI folder /nonexistent does not exist
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"PPI folder {root} does not exist")

@@ -37,7 +37,13 @@ def train_node_model(
 ) -> dict:
     """Full-batch training on the train mask (Adam, gradient clipping as in the paper); an IGNN
     is projected after every step. Keeps the weights of the best validation accuracy; returns
-    test accuracy and, for a DEQ, the solver statistics of the test forward."""
+    test accuracy and, for a DEQ, the solver statistics of the test forward.
+
+    >>> b = batch_graphs([chains(length=10)])
+    >>> out = train_node_model(SGC(100, 2), b, b.y, b.masks, epochs=2)
+    >>> sorted(out)
+    ['test_acc', 'val_acc']
+    """
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     if isinstance(model, IGNN):
         model.projection_hook(opt)
@@ -67,7 +73,13 @@ def train_node_model(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batch, y, mask) -> tuple[float, dk.Solution | None]:
-    """Accuracy on ``mask`` in eval mode and the solution of that forward."""
+    """Accuracy on ``mask`` in eval mode and the solution of that forward.
+
+    >>> b = batch_graphs([chains(length=10)])
+    >>> acc, sol = evaluate(SGC(100, 2), b, b.y, b.masks["test"])
+    >>> 0.0 <= acc <= 1.0, sol
+    (True, None)
+    """
     model.eval()
     logits, sol = model(batch)
     return float((logits[mask].argmax(-1) == y[mask]).float().mean()), sol
@@ -76,7 +88,14 @@ def evaluate(model: nn.Module, batch, y, mask) -> tuple[float, dk.Solution | Non
 @torch.no_grad()
 def random_start_convergence(model: IGNN, batch, starts: int = 5, scale: float = 10.0) -> float:
     """Fraction of Picard solves, from ``starts`` random nonnegative X₀ per layer, that reach
-    the model's tolerance (well-posedness promises all of them)."""
+    the model's tolerance (well-posedness promises all of them).
+
+    >>> b = batch_graphs([chains(length=10)])
+    >>> model = IGNN(IGNNConfig(), 100, 2, tol=1e-6, max_iter=300)
+    >>> _ = model(b)  # records lambda_pf and projects W
+    >>> random_start_convergence(model, b, starts=2)
+    1.0
+    """
     model.eval()
     hits, total = 0, 0
     h = batch.x
@@ -111,7 +130,8 @@ def run_length(
     normalisation: str = "sym_undirected",
     identity_init: float = 1.5,
 ) -> dict[str, dict]:
-    """Train IGNN, GCN and SGC on chains of ``length``; one result dict per model."""
+    """Train IGNN, GCN and SGC on chains of ``length``; one result dict per model (the rows
+    of :func:`main`'s table; minutes per length, so no example here beyond the test suite's)."""
     graph = chains(length=length, seed=seed, normalisation=normalisation)
     batch = batch_graphs([graph], dtype=dtype)
     y, masks = batch.y, batch.masks
