@@ -44,6 +44,7 @@ def measure_memory(model: SequenceLM, tokens: torch.Tensor) -> dict:
     >>> sorted(measure_memory(lm, torch.randint(0, 5, (2, 6))))
     ['peak_bytes', 'saved_bytes']
     """
+    tokens = tokens.clone()  # a view would charge the whole stream's storage to the embedding
     x, y = tokens[:, :-1], tokens[:, 1:]
 
     def loss():
@@ -78,10 +79,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--jac-weight", type=float, default=0.0, help="JR weight (0: off)")
     p.add_argument("--jac-prob", type=float, default=0.35)
     p.add_argument("--eval-tokens", type=int, default=50_000)
+    p.add_argument("--memory-iters", default="8,16,32", help="DEQ budgets of --steps 0")
     p.add_argument("--out", type=Path, default=Path("runs/deq-seq-compare.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     data = load_text(args.corpus, "char")
+    if args.steps == 0:
+        return _memory_only(args, data)
     base = dict(
         d_model=args.d_model, n_head=4, d_inner=2 * args.d_model, mem_len=args.mem_len,
         init_std=args.init_std,
@@ -119,6 +123,34 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     return results
+
+
+def _memory_only(args, data) -> dict:
+    """Training memory of the DEQ at several budgets and of the explicit baselines, no training."""
+    tokens = data.train[: args.batch * (args.seq_len + 1)].reshape(args.batch, -1)
+    base = dict(
+        d_model=args.d_model, n_head=4, d_inner=2 * args.d_model, mem_len=args.mem_len,
+        init_std=args.init_std,
+    )  # fmt: skip
+    rows = {}
+    for budget in (int(b) for b in args.memory_iters.split(",")):
+        torch.manual_seed(0)
+        # tol 0: every solve spends the whole budget, the worst case for memory
+        opts = deq_options(budget, 1e-30, args.solver)
+        model = SequenceLM(SeqLMConfig(**base), len(data.vocab), **opts)
+        rows[f"deq max_iter={budget}"] = measure_memory(model, tokens)
+    for name in args.models.split(","):
+        if name == "deq":
+            continue
+        torch.manual_seed(0)
+        model = SequenceLM(SeqLMConfig(mode=name, layers=args.depth, **base), len(data.vocab))
+        rows[f"{name} layers={args.depth}"] = measure_memory(model, tokens)
+    for name, row in rows.items():
+        saved, peak = row["saved_bytes"] / 2**20, row["peak_bytes"] / 2**20
+        print(f"{name:24s} saved {saved:8.2f} MiB  peak {peak:8.2f} MiB")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 if __name__ == "__main__":
