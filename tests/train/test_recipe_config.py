@@ -62,6 +62,7 @@ def test_bad_override(recipe, override, fragment):
             "option(s) ['mm']; valid: ['m', 'lam', 'damping']",
         ),
         ({"model": {"name": "m"}, "deq": {"solver_options": {"m": 0}}}, "Anderson.m must be >= 1"),
+        ({"model": {"name": "m"}, "deq": {"backward": "shine"}}, "deq: backward 'shine' reads"),
     ],
 )
 def test_bad_recipe(raw, fragment):

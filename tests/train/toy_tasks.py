@@ -82,12 +82,6 @@ class Cell(nn.Module):
         return torch.tanh(0.6 * self.lin(z) + x)
 
 
-def _states(sol):
-    # The sampled states sit in sol.outputs (earlier cores: on the Solution itself).
-    outputs = getattr(sol, "outputs", None)
-    return getattr(outputs if outputs is not None else sol, "states", None)
-
-
 class Regressor(nn.Module):
     def __init__(self, features, outputs, width, deq_options, skip=False):
         super().__init__()
@@ -98,7 +92,7 @@ class Regressor(nn.Module):
 
     def forward(self, x):
         z, sol = self.deq(self.inject(x))
-        states = _states(sol)
+        states = sol.outputs.states
         if states is not None and len(states) > 1:
             return [self.head(s) for s in states], sol
         return self.head(z), sol

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..backward import BACKWARDS
-from ..solvers import DEFAULTS, SOLVERS
+from ..core import DEFAULTS, FAILURE_POLICIES, STOP_MODES, check_compatible
+from ..solvers import SOLVERS
 from .errors import ConfigError
 
 __all__ = [
@@ -78,22 +79,26 @@ class DEQConfig:
 
     solver: str = DEFAULTS["solver"]
     solver_options: dict = field(default_factory=dict)
-    backward: str = "implicit"
+    backward: str = DEFAULTS["backward"]
     backward_options: dict = field(default_factory=dict)
     tol: float = DEFAULTS["tol"]
     max_iter: int = DEFAULTS["max_iter"]
     eval_max_iter: int | None = None
     stop_mode: str = DEFAULTS["stop_mode"]
-    on_failure: str = "warn"
+    on_failure: str = DEFAULTS["on_failure"]
     n_states: int = 1
     jac_reg_prob: float = 0.0
     jac_reg_vecs: int = 1
 
     def __post_init__(self):
-        _choice("deq.on_failure", self.on_failure, ("warn", "raise", "ignore"))
+        _choice("deq.on_failure", self.on_failure, FAILURE_POLICIES)
         _choice("deq.solver", self.solver, SOLVERS)
         _choice("deq.backward", self.backward, BACKWARDS)
-        _choice("deq.stop_mode", self.stop_mode, ("rel", "abs"))
+        _choice("deq.stop_mode", self.stop_mode, STOP_MODES)
+        try:
+            check_compatible(self.solver, self.backward)
+        except ValueError as exc:
+            raise ConfigError(f"deq: {exc}") from None
         _set(self, "tol", _check("deq.tol", self.tol, float, 0.0, strict=True))
         _set(self, "max_iter", _check("deq.max_iter", self.max_iter, int, 1))
         if self.eval_max_iter is not None:

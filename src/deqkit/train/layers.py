@@ -1,6 +1,7 @@
 """What the trainer does to the DEQ layers of a model it does not know: find them, switch
-unrolled pretraining, vary the forward budget, trace residuals, warm-start from a cache,
-compile their cells. Every touch of a layer's settings is in this one module.
+unrolled pretraining (``DEQ.pretrain``), vary the forward budget, trace residuals
+(``DEQ.tracing``), warm-start from a cache, compile their cells. Every touch of a layer's
+settings is in this one module.
 
 >>> import torch, deqkit as dk
 >>> model = torch.nn.Sequential(dk.DEQ(lambda z, x: 0.5 * z + x, max_iter=10))
@@ -54,14 +55,10 @@ class DEQLayers:
     @contextlib.contextmanager
     def tracing(self) -> Iterator[None]:
         """Per-iteration residuals recorded in ``sol.trace`` inside the block."""
-        saved = [layer.trace for layer in self.layers]
-        try:
+        with contextlib.ExitStack() as stack:
             for layer in self.layers:
-                layer.trace = True
+                stack.enter_context(layer.tracing())
             yield
-        finally:
-            for layer, value in zip(self.layers, saved, strict=True):
-                layer.trace = value
 
     def compile(self) -> None:
         """``torch.compile`` every layer's cell in place (state-dict keys unchanged)."""

@@ -81,9 +81,9 @@ class DEQTerms:
     """Weights of the DEQ training terms at this step, filled by the trainer from the recipe.
 
     Args:
-        jac_weight: weight of the Jacobian penalty ``sol.jac_loss`` (already scheduled: the
+        jac_weight: weight of the Jacobian penalty ``sol.outputs.jac_loss`` (already scheduled: the
             trainer raises it every N steps when the recipe asks for that).
-        skip_weight: weight of the Skip-DEQ initialiser loss ``sol.skip_loss``.
+        skip_weight: weight of the Skip-DEQ initialiser loss ``sol.outputs.skip_loss``.
         fpc_gamma: decay of the fixed-point correction, used when the model returns one
             output per sampled state (a list; ``DEQ(n_states=k)``).
 
@@ -110,10 +110,7 @@ class StepLoss:
 
 def _solution_term(sol: Any, name: str) -> torch.Tensor | None:
     # The layer's own outputs (Jacobian penalty, Skip-DEQ loss) sit in ``sol.outputs``.
-    if sol is None:
-        return None
-    outputs = getattr(sol, "outputs", None)
-    return getattr(outputs if outputs is not None else sol, name, None)
+    return None if sol is None else getattr(sol.outputs, name, None)
 
 
 class Task(ABC):
