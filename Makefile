@@ -37,6 +37,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples
 	$(PY) -m ruff format --check src tests benchmarks examples
+	$(PY) -m mypy  # files and exclusions: [tool.mypy] in pyproject.toml
 
 format: $(STAMP)
 	$(PY) -m ruff format src tests benchmarks examples

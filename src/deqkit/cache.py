@@ -46,7 +46,7 @@ class FixedPointCache:
 
     def __init__(self, size: int):
         self.size = check_int("size", size, minimum=1)
-        self._spec = None
+        self._spec: pytree.TreeSpec | None = None
         self._store: list[torch.Tensor] = []
         self._filled: torch.Tensor | None = None
 
@@ -75,7 +75,9 @@ class FixedPointCache:
             raise ValueError("state structure or shapes differ from the states already stored")
         for leaf, store in zip(leaves, self._store, strict=True):
             store[index.to(store.device)] = leaf.detach().to(store.dtype)
-        self._filled[index.to(self._filled.device)] = True
+        filled = self._filled
+        assert filled is not None  # allocated by the first put
+        filled[index.to(filled.device)] = True
 
     def get(self, index: Any, default: Any) -> Any:
         """Stored states for ``index`` where present, ``default`` (same structure) elsewhere."""
@@ -85,7 +87,9 @@ class FixedPointCache:
         leaves, spec = pytree.tree_flatten(default)
         if spec != self._spec:
             raise ValueError("default has a different structure from the states stored")
-        hit = self._filled[index.to(self._filled.device)]
+        filled = self._filled
+        assert filled is not None  # allocated with the structure
+        hit = filled[index.to(filled.device)]
         out = []
         for leaf, store in zip(leaves, self._store, strict=True):
             cached = store[index.to(store.device)].to(device=leaf.device, dtype=leaf.dtype)

@@ -214,7 +214,7 @@ def _fixed_point(
         if torch.is_grad_enabled() and not strategy.unrolls_solver:
             z_flat = strategy.attach(flat_f, sol.z, sol, on_failure)
         if n_states > 1:
-            sampled = sol.outputs.states
+            sampled = sol.outputs.states or []
             states = attach_states(strategy, flat_f, sampled, z_flat, n_states, sol, on_failure)
     z_out = spec.unflatten(z_flat)
     outputs = sol.outputs

@@ -52,13 +52,14 @@ def fixed_point_correction(
             f"got {type(states).__name__}"
         )
     k = len(states)
-    total = None
+    total: torch.Tensor | None = None
     for i, state in enumerate(states):
         loss = criterion(state, target)
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
             raise ValueError(f"criterion must return a scalar tensor, got {loss!r:.80}")
         term = loss * gamma ** (k - 1 - i)
         total = term if total is None else total + term
+    assert total is not None  # states is non-empty
     return total
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -128,7 +129,7 @@ def remove_norm(module: nn.Module) -> nn.Module:
     for _, layer in list(_targets(module, ())):
         if not parametrize.is_parametrized(layer, "weight"):
             continue
-        chain = layer.parametrizations["weight"]
+        chain: Any = layer.parametrizations["weight"]  # type: ignore[index]
         if all(_is_ours(p) for p in chain):
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
     return module
@@ -156,6 +157,7 @@ def cached_weights(*modules: nn.Module) -> Iterator[None]:
                 continue
             for sub in module.modules():
                 if parametrize.is_parametrized(sub):
-                    for name in sub.parametrizations:
+                    chains: Any = sub.parametrizations
+                    for name in chains:
                         getattr(sub, name)
         yield

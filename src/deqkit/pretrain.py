@@ -16,6 +16,7 @@ import torch
 from ._compat import pytree
 from ._sampling import sample_points
 from ._validate import check_int
+from .core import StopMode
 from .solvers import LayerOutputs, Solution, Status, residuals
 from .state import flatten
 
@@ -28,7 +29,7 @@ def unroll(
     steps: int,
     *,
     tol: float,
-    stop_mode: str,
+    stop_mode: StopMode,
     n_states: int = 1,
 ) -> tuple[Any, Solution]:
     """Apply f ``steps`` times from z0 (detached), recording the graph when grad is enabled.

@@ -51,7 +51,7 @@ class StateSpec:
         if len(self.shapes) == 1:
             leaves = [flat.reshape(self.shapes[0]).to(self.dtypes[0])]
         else:
-            parts = torch.split(flat, self.sizes, dim=1)
+            parts = torch.split(flat, list(self.sizes), dim=1)
             leaves = [
                 p.reshape(s).to(d) for p, s, d in zip(parts, self.shapes, self.dtypes, strict=True)
             ]

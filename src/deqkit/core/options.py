@@ -232,12 +232,12 @@ def convert(spec: Any, registry: dict[str, type[T]], kind: str, base: type | Non
     ValueError: unknown solver 'newton'; choose one of ['anderson']
     """
     if isinstance(spec, (*registry.values(), *([base] if base else []))):
-        return spec
+        return spec  # type: ignore[return-value]
     if isinstance(spec, str):
         if spec not in registry:
             raise ValueError(f"unknown {kind} {spec!r}; choose one of {sorted(registry)}")
         return registry[spec]()
-    record = record_of(spec)
+    record: Any = record_of(spec)
     if record is not None and record.name in registry:
         return registry[record.name](**{f.name: getattr(spec, f.name) for f in fields(record)})
     if record is not None:

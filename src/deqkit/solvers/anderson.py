@@ -53,6 +53,7 @@ class Anderson(AndersonOptions, Solver):
         # matrix in slot order, which permutes α along with the slots. Unwritten slots are never
         # read, so the buffers start uninitialised.
         ys, gs = history_buffer(z, self.m), history_buffer(z, self.m)
+        gram: torch.Tensor | np.ndarray  # NumPy on the host for CPU states (see the docstring)
         if recording(z, fz) or not host_side(z.device):
             gram = z.new_zeros(batch, self.m, self.m)
         else:
@@ -80,9 +81,9 @@ class Anderson(AndersonOptions, Solver):
         # Row-vector form: on CPU 2x faster than bmm(gs, g[:, :, None]).
         row = torch.bmm(g.unsqueeze(1), gs[:, :filled].transpose(1, 2)).squeeze(1)
         if isinstance(gram, np.ndarray):
-            row = row.to("cpu", torch.float64).numpy()
-            gram[:, slot, :filled] = row
-            gram[:, :filled, slot] = row
+            host_row = row.to("cpu", torch.float64).numpy()
+            gram[:, slot, :filled] = host_row
+            gram[:, :filled, slot] = host_row
         else:
             gram = gram.clone()
             gram[:, slot, :filled] = row
@@ -98,8 +99,8 @@ class Anderson(AndersonOptions, Solver):
             # Until the ring wraps, slots 0..k-1 hold the history; afterwards all m slots do.
             newest = (count - 1) % self.m
             if isinstance(gram, np.ndarray):
-                alpha = _host_weights(gram[:, :k, :k], newest, self.lam)
-                alpha = torch.from_numpy(alpha).to(device=ys.device, dtype=ys.dtype)
+                host_alpha = _host_weights(gram[:, :k, :k], newest, self.lam)
+                alpha = torch.from_numpy(host_alpha).to(device=ys.device, dtype=ys.dtype)
             else:
                 alpha = _torch_weights(gram[:, :k, :k], newest, self.lam)
             z_new = torch.bmm(alpha.unsqueeze(1), ys[:, :k]).squeeze(1)

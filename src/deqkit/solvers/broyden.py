@@ -168,13 +168,13 @@ class Broyden(BroydenOptions, Solver):
                 v = torch.where(frozen, vs[:, slot] if full else 0.0, v)
             us, vs = write_slot(us, slot, u), write_slot(vs, slot, v)
             return z_new, fz_new, (us, vs, count + 1, g_new, next_direction)
-        coeffs = torch.from_numpy(np.stack(coeffs)).to(z.device, z.dtype)[:, :, None]
-        next_direction = torch.addcmul(d, numer, coeffs[1])
+        factors = torch.from_numpy(np.stack(coeffs)).to(z.device, z.dtype)[:, :, None]
+        next_direction = torch.addcmul(d, numer, factors[1])
         if full:
-            next_direction.addcmul_(us[:, slot], coeffs[2])
+            next_direction.addcmul_(us[:, slot], factors[2])
         if frozen is not None:
             old_u, old_v = (us[:, slot].clone(), vs[:, slot].clone()) if full else (0.0, 0.0)
-        torch.mul(numer, coeffs[0], out=us[:, slot])  # u, straight into its slot
+        torch.mul(numer, factors[0], out=us[:, slot])  # u, straight into its slot
         if usable.all():
             vs[:, slot].copy_(v)
         else:  # no update for these samples: no NaN/Inf may enter U Vᵀ
@@ -191,31 +191,17 @@ def _as_tensor(values: Any, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(values).to(device) if isinstance(values, np.ndarray) else values
 
 
-def _scalars(update: str, dots: list[torch.Tensor], full: bool):
+def _scalars(update: str, dots: list[torch.Tensor], full: bool) -> tuple[Any, list[Any], Any]:
     """``(usable, coeffs, denom)`` of a step: which samples update, their coefficients
-    [1/(vᵀdg), −(vᵀg)/(vᵀdg), (vₒₗ𝒹ᵀg)] and the denominator as a tensor. On the host in NumPy
-    (one device-to-host copy) for CPU states, as device arithmetic elsewhere."""
-    if update == "good":
-        denom_t = dots[0]
-    else:
-        denom_t = dots[0].square()
-    if not host_side(dots[0].device):
-        with torch.no_grad():
-            vals = torch.stack(dots).detach()
-            if update == "good":
-                denom, v_g, dz_norm, dg_norm = vals[:4]
-                tiny = torch.finfo(denom.dtype).eps * dz_norm * dg_norm
-                usable = (denom.abs() > tiny) & torch.isfinite(denom)
-            else:
-                dg_norm, v_g = vals[:2]
-                denom = dg_norm * dg_norm
-                usable = (denom > torch.finfo(denom.dtype).tiny) & torch.isfinite(denom)
-            scale = torch.where(usable, 1.0 / torch.where(usable, denom, 1.0), 0.0)
-            coeffs = [scale, torch.where(usable, -scale * v_g, 0.0)]
-            if full:
-                coeffs.append(vals[-1])
-        return usable, coeffs, denom_t
-    host = to_host(dots)
+    [1/(vᵀdg), −(vᵀg)/(vᵀdg), (v_oldᵀg when the ring is full)] and the denominator as a tensor.
+    On the host in NumPy (one device-to-host copy) for CPU states, on the device elsewhere."""
+    denom_t = dots[0] if update == "good" else dots[0].square()
+    if host_side(dots[0].device):
+        return (*_host_scalars(update, to_host(dots), full), denom_t)
+    return (*_device_scalars(update, dots, full), denom_t)
+
+
+def _host_scalars(update: str, host: np.ndarray, full: bool) -> tuple[np.ndarray, list]:
     with np.errstate(all="ignore"):
         if update == "good":
             denom, v_g, dz_norm, dg_norm = host[:4]
@@ -229,4 +215,22 @@ def _scalars(update: str, dots: list[torch.Tensor], full: bool):
         coeffs = [scale, np.where(usable, -scale * v_g, 0.0)]
     if full:
         coeffs.append(host[-1])
-    return usable, coeffs, denom_t
+    return usable, coeffs
+
+
+def _device_scalars(update: str, dots: list[torch.Tensor], full: bool) -> tuple[torch.Tensor, list]:
+    with torch.no_grad():
+        vals = torch.stack(dots).detach()
+        if update == "good":
+            denom, v_g, dz_norm, dg_norm = vals[:4]
+            tiny = torch.finfo(denom.dtype).eps * dz_norm * dg_norm
+            usable = (denom.abs() > tiny) & torch.isfinite(denom)
+        else:
+            dg_norm, v_g = vals[:2]
+            denom = dg_norm * dg_norm
+            usable = (denom > torch.finfo(denom.dtype).tiny) & torch.isfinite(denom)
+        scale = torch.where(usable, 1.0 / torch.where(usable, denom, 1.0), 0.0)
+        coeffs = [scale, torch.where(usable, -scale * v_g, 0.0)]
+        if full:
+            coeffs.append(vals[-1])
+    return usable, coeffs

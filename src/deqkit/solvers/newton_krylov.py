@@ -55,7 +55,7 @@ class NewtonKrylov(NewtonKrylovOptions, Solver):
         basis = z.new_zeros(batch, self.krylov_dim + 1, width)
         basis = write_slot(basis, 0, rhs / beta.clamp_min(tiny)[:, None])
         hess = z.new_zeros(batch, self.krylov_dim + 1, self.krylov_dim)
-        y = None
+        y = z.new_zeros(batch, 1, 1)
         for j in range(self.krylov_dim):
             w = self._jvp(evaluate, z, fz, basis[:, j]) - basis[:, j]
             coeffs = []

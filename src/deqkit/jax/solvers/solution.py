@@ -47,13 +47,13 @@ class StatusCode:
     def tree_unflatten(cls, aux, children):
         return cls(children[0])
 
-    def __eq__(self, other: object) -> Any:  # type: ignore[override]
+    def __eq__(self, other: object) -> Any:
         return self.code == _code(other)
 
-    def __ne__(self, other: object) -> Any:  # type: ignore[override]
+    def __ne__(self, other: object) -> Any:
         return self.code != _code(other)
 
-    __hash__ = None  # type: ignore[assignment]  (compares like an array, elementwise)
+    __hash__ = None  # type: ignore[assignment]  # compares like an array, elementwise
 
     def __int__(self) -> int:
         return int(self.code)
