@@ -169,11 +169,13 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     for ax in axes:
         _mark_pretraining(ax, train)
     for key, label, color in (("fwd_nstep", "forward", "C0"), ("bwd_nstep", "backward", "C1")):
-        for i, part in enumerate(_phases(train)):
+        labelled = False
+        for part in _phases(train):
             steps, values = _series(part, key)
             if values:
                 smooth = _smooth(values, max(1, len(values) // 50))
-                axes[0].plot(steps, smooth, color=color, label=label if i == 0 else None)
+                axes[0].plot(steps, smooth, color=color, label=None if labelled else label)
+                labelled = True
     axes[0].set_ylabel("iterations (batch mean)")
     for key, label, color in (
         ("fwd_residual", "forward", "C0"),
