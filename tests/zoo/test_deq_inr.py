@@ -266,3 +266,13 @@ def test_each_recipe_runs_three_steps_through_the_cli(recipe, tmp_path):
         evals = [r["f_evals"] for r in steps if "f_evals" in r]
         assert evals and evals[-1] == 1.0  # amortised: one f per step after the first
     assert main(["eval", str(out)]) == 0
+    from deqkit.zoo.deq_inr import render
+
+    if recipe == "deq-inr-audio":
+        with pytest.raises(ValueError, match="render draws images"):
+            render.render(out / "checkpoint.pt")
+    else:
+        from skimage import io
+
+        render.main([str(out), "--out", str(tmp_path / "full.png")])
+        assert io.imread(tmp_path / "full.png").shape == (16, 3 * 16 + 4, 3)
