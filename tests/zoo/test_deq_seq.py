@@ -253,3 +253,17 @@ def test_recipe_runs_three_steps_through_the_cli(recipe, tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     unit = "bpc" if "char" in recipe else "bpw"
     assert 0 < summary[f"test_{unit}"] < 20
+
+
+def test_guide_creating_a_new_sequence_deq_runs(capsys):
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "sequence_deq.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    assert len(blocks) == 3
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(doc), "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "CONVERGED True" in out and "nats" in out
