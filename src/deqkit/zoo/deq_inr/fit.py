@@ -4,7 +4,7 @@ Full-batch Adam on the training coordinates, as in the paper, timing every step 
 applications of f; then evaluation on the train and test coordinates with a solve from zeros
 (PSNR, SSIM on images, and the solve's convergence rate, iterations and residuals). The trainer
 (``deqkit train``) runs the same models through the task in :mod:`.task`; this module is the
-short, dependency-free path the README's benchmark and the tests use.
+short path without the trainer that the README's benchmark and the tests use.
 """
 
 from __future__ import annotations
@@ -166,11 +166,8 @@ def fit(
     >>> r.f_per_step, r.test["converged"] > 0.9
     (1.0, True)
     """
-    calls = [0]
-    hook = getattr(model, "cell", None)
-    handle = None
-    if hook is not None:
-        handle = hook.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    calls = [0]  # applications of f = calls of the MFN cell, in the solver and the backward
+    handle = model.cell.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     coords, target = signal.coords[signal.train_index], signal.values[signal.train_index]
     index = torch.arange(len(signal.train_index))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -200,8 +197,7 @@ def fit(
                 log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in record.items()))  # fmt: skip
     finally:
-        if handle is not None:
-            handle.remove()
+        handle.remove()
     later = slice(1, None) if steps > 1 else slice(None)
     return FitResult(
         steps=steps,
