@@ -208,15 +208,16 @@ def test_model_options_and_baselines_build_and_run():
         DEQTransformerCell(8, 3, 16)
 
 
+_SLOW = pytest.mark.slow  # variants of the three in the default suite; each ~10 s
 _RECIPES = [
     "deq-transformer-wiki-char",
-    "deq-transformer-wiki-char-jr",
     "transformer-unrolled-wiki-char",
-    "transformer-untied-wiki-char",
     "trellisnet-wiki-char",
-    "lstm-wiki-char",
-    "deq-transformer-wt103",
-    "trellisnet-ptb",
+    pytest.param("deq-transformer-wiki-char-jr", marks=_SLOW),
+    pytest.param("transformer-untied-wiki-char", marks=_SLOW),
+    pytest.param("lstm-wiki-char", marks=_SLOW),
+    pytest.param("deq-transformer-wt103", marks=_SLOW),
+    pytest.param("trellisnet-ptb", marks=_SLOW),
 ]
 
 
