@@ -254,6 +254,12 @@ def test_recipe_runs_three_steps_through_the_cli(recipe, tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     unit = "bpc" if "char" in recipe else "bpw"
     assert 0 < summary[f"test_{unit}"] < 20
+    if recipe == "deq-transformer-wiki-char":  # sampling from the trained checkpoint
+        from deqkit.zoo.deq_seq.generate import main as generate_main
+
+        text = generate_main([str(tmp_path / "run" / "checkpoint.pt"), "--prompt", "the c",
+                              "--tokens", "7", "--temperature", "0.5"])  # fmt: skip
+        assert text.startswith("the c") and len(text) == 12
 
 
 def test_guide_creating_a_new_sequence_deq_runs(capsys):
