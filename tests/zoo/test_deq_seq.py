@@ -218,6 +218,8 @@ _RECIPES = [
     pytest.param("lstm-wiki-char", marks=_SLOW),
     pytest.param("deq-transformer-wt103", marks=_SLOW),
     pytest.param("trellisnet-ptb", marks=_SLOW),
+    "deq-transformer-copy",
+    pytest.param("lstm-copy", marks=_SLOW),
 ]
 
 
@@ -245,6 +247,9 @@ def test_recipe_runs_three_steps_through_the_cli(recipe, tmp_path):
         sets.remove("train.pretrain_steps=2")
     if "lstm" in recipe:
         sets = [s for s in sets if not s.startswith(("model.d_inner", "model.d_out", "model.n_h"))]
+    if "copy" in recipe:  # the synthetic copy task, tiny
+        sets = ["train.steps=3", "train.eval_every=3", "train.device=cpu", "data.length=10",
+                "data.n_train=32", "data.n_test=16", "data.batch_size=8"]  # fmt: skip
     args = ["train", recipe, "--out", str(tmp_path / "run")]
     for item in sets:
         args += ["--set", item]
@@ -252,6 +257,9 @@ def test_recipe_runs_three_steps_through_the_cli(recipe, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert any(r.get("step") == 3 for r in records)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    if "copy" in recipe:
+        assert 0 <= summary["test_recall"] <= 1
+        return
     unit = "bpc" if "char" in recipe else "bpw"
     assert 0 < summary[f"test_{unit}"] < 20
     if recipe == "deq-transformer-wiki-char":  # sampling from the trained checkpoint

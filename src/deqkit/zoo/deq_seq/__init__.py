@@ -35,14 +35,16 @@ __all__ = [
 def build(model_cfg: dict, deq_options: dict, data_info: dict) -> SequenceLM:
     """Build a sequence LM from a recipe's ``model`` and ``deq`` sections.
 
-    ``data_info`` needs ``vocab_size``.
+    ``data_info`` needs ``vocab_size`` (or ``input_size``, the copy task's token count).
 
     >>> lm = build({"name": "deq_seq", "d_model": 8, "n_head": 2, "d_inner": 16},
     ...            {"max_iter": 5}, {"vocab_size": 20})
     >>> type(lm.body).__name__
     'SequenceDEQ'
     """
-    if "vocab_size" not in data_info:
+    # Text corpora give vocab_size; the copy task's one-hot width is its vocabulary.
+    vocab = data_info.get("vocab_size", data_info.get("input_size"))
+    if vocab is None:
         raise ValueError(f"data_info lacks 'vocab_size'; got keys {sorted(data_info)}")
     options = {k: v for k, v in model_cfg.items() if k != "name"}
-    return SequenceLM(SeqLMConfig.from_dict(options), data_info["vocab_size"], **deq_options)
+    return SequenceLM(SeqLMConfig.from_dict(options), int(vocab), **deq_options)
