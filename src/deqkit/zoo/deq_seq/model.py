@@ -135,8 +135,9 @@ class SequenceLM(nn.Module):
     LSTM's (h, c)) is passed to the next; :meth:`loss` gives the mean negative log-likelihood in
     nats and :meth:`log_probs` the full distribution.
 
+    >>> _ = torch.manual_seed(0)
     >>> cfg = SeqLMConfig(d_model=8, n_head=2, d_inner=16, mem_len=4)
-    >>> lm = SequenceLM(cfg, vocab_size=11, max_iter=20, tol=1e-4)
+    >>> lm = SequenceLM(cfg, vocab_size=11, max_iter=50, tol=1e-3)
     >>> tokens = torch.randint(0, 11, (2, 6))
     >>> h, mem, sol = lm(tokens)
     >>> h.shape, lm.log_probs(h).shape, sol.status.name
