@@ -1,4 +1,4 @@
-"""The ``deqkit`` command: ``train``, ``eval``, ``bench``, ``plot`` and ``recipes``.
+"""The ``deqkit`` command: ``train``, ``eval``, ``bench``, ``diagnose``, ``plot``, ``recipes``.
 
 ``python -m deqkit ...`` and ``torchrun --nproc_per_node=N -m deqkit train ...`` run the same
 code. User errors (:class:`deqkit.train.errors.UserError`: a bad recipe key, missing data, a
@@ -108,6 +108,27 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_diagnose(args) -> int:
+    from .diagnose import DiagnoseOptions, diagnose_checkpoint, format_table, write_report
+    from .train.errors import ConfigError
+
+    try:
+        options = DiagnoseOptions(
+            solvers=tuple(s.strip() for s in args.solvers.split(",") if s.strip()),
+            max_iter=tuple(int(k) for k in args.max_iter.split(",")),
+            max_samples=args.max_samples,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"deqkit diagnose: {exc} (--solvers {args.solvers!r}, "
+                          f"--max-iter {args.max_iter!r})") from None  # fmt: skip
+    report = diagnose_checkpoint(args.checkpoint, args.set, args.split, options)
+    path = Path(args.checkpoint)
+    written = write_report(report, args.out or (path if path.is_dir() else path.parent))
+    print(json.dumps(report["verdict"]) if args.json else format_table(report))
+    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return 0
+
+
 def _cmd_plot(args) -> int:
     from .plot import plot_run
 
@@ -194,6 +215,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="test (default), val or train")
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("diagnose", help="is a trained checkpoint a real equilibrium? (health)")
+    p.add_argument("checkpoint")
+    p.add_argument("--split", default="test", help="test (default), val or train")
+    p.add_argument("--solvers", default="anderson,broyden", help="comma-separated")
+    p.add_argument("--max-iter", default="4,8,16,32,64", help="comma-separated budgets")
+    p.add_argument("--max-samples", type=int, default=None, help="first N samples only")
+    p.add_argument("--set", **override)
+    p.add_argument("--out", help="folder for diagnose.json and PNGs (default: the run's)")
+    p.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+    p.set_defaults(func=_cmd_diagnose)
 
     p = sub.add_parser("plot", help="write PNG plots of a run directory")
     p.add_argument("run_dir")
