@@ -22,6 +22,7 @@ MODELS = {
     "ignn": "deqkit.zoo.ignn",
     "irnn": "deqkit.zoo.irnn",
     "deq_seq": "deqkit.zoo.deq_seq",
+    "deq_ddim": "deqkit.zoo.deq_ddim",
 }
 
 
