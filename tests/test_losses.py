@@ -44,9 +44,11 @@ def test_final_state_keeps_implicit_gradient_when_solver_stops_early():
     kw = dict(tol=1e-10, max_iter=60, backward=dk.Implicit(tol=1e-12, max_iter=100))
     z, sol = dk.DEQ(cell, n_states=3, **kw)(x)
     assert sol.nstep.max().item() < 20  # stopped before the first sampling point (20)
-    assert len(sol.states) == 3 and sol.states[-1] is z
-    assert all(s.requires_grad for s in sol.states)
-    got = _grads(dk.fixed_point_correction(lambda s, t: s.sum(), sol.states, None, gamma=1.0), cell)
+    assert len(sol.outputs.states) == 3 and sol.outputs.states[-1] is z
+    assert all(s.requires_grad for s in sol.outputs.states)
+    got = _grads(
+        dk.fixed_point_correction(lambda s, t: s.sum(), sol.outputs.states, None, gamma=1.0), cell
+    )
     assert sol.backward is not None and sol.backward.status == dk.Status.CONVERGED
     z_ref, _ = dk.DEQ(cell, **kw)(x)
     ref = _grads(3 * z_ref.sum(), cell)  # three copies of z*, each with the implicit gradient
@@ -62,7 +64,7 @@ def test_reached_states_get_one_step_gradients_and_last_is_implicit():
     )  # fmt: skip
     z, sol = deq(x)
     assert sol.nstep.min().item() >= 20  # both intermediate points (10, 20) were reached
-    first, second, last = sol.states
+    first, second, last = sol.outputs.states
     assert last is z
     # intermediate states lie along the path: farther from z* early, closer later
     err = [torch.linalg.vector_norm(s.detach() - sol.z) for s in (first, second)]
@@ -82,8 +84,8 @@ def test_phantom_backward_is_used_for_intermediate_states():
     z, sol = deq(x)
     s6 = dk.solve(lambda v: cell(v, x), torch.zeros(4, 5, dtype=D64), "fixed_point", tol=1e-30,
                   max_iter=6, on_failure="ignore").z  # fmt: skip
-    torch.testing.assert_close(sol.states[0].detach(), cell(cell(s6, x), x).detach())
-    assert sol.states[1] is z
+    torch.testing.assert_close(sol.outputs.states[0].detach(), cell(cell(s6, x), x).detach())
+    assert sol.outputs.states[1] is z
 
 
 def test_unrolled_states_carry_the_unrolled_graph_and_pytree_states():
@@ -96,9 +98,11 @@ def test_unrolled_states_carry_the_unrolled_graph_and_pytree_states():
     z0 = (torch.zeros(2, 5, dtype=D64), torch.zeros(2, 5, dtype=D64))
     z, sol = dk.fixed_point(f, z0, "fixed_point", "unrolled", tol=1e-30, max_iter=8, n_states=4,
                             on_failure="ignore")  # fmt: skip
-    assert len(sol.states) == 4 and sol.states[-1] is z
-    assert all(isinstance(s, tuple) and s[0].requires_grad for s in sol.states)
-    loss = dk.fixed_point_correction(lambda s, t: (s[0] - t).square().mean(), sol.states, 0.5)
+    assert len(sol.outputs.states) == 4 and sol.outputs.states[-1] is z
+    assert all(isinstance(s, tuple) and s[0].requires_grad for s in sol.outputs.states)
+    loss = dk.fixed_point_correction(
+        lambda s, t: (s[0] - t).square().mean(), sol.outputs.states, 0.5
+    )
     loss.backward()
     assert torch.isfinite(cell.W.grad).all() and cell.W.grad.abs().sum() > 0
 
@@ -107,8 +111,8 @@ def test_no_grad_states_and_validation():
     cell, x = Cell(), _x()
     with torch.no_grad():
         z, sol = dk.DEQ(cell, n_states=2, tol=1e-8)(x)
-    assert len(sol.states) == 2 and not any(s.requires_grad for s in sol.states)
-    assert dk.DEQ(cell)(x)[1].states is None
+    assert len(sol.outputs.states) == 2 and not any(s.requires_grad for s in sol.outputs.states)
+    assert dk.DEQ(cell)(x)[1].outputs.states is None
     with pytest.raises(ValueError, match="n_states"):
         dk.DEQ(cell, n_states=5, max_iter=4)
     with pytest.raises(ValueError, match="n_states"):

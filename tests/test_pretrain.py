@@ -60,8 +60,8 @@ def test_pretrain_is_the_explicit_unroll_with_its_gradient():
 def test_pretrain_states_modes_and_errors():
     deq = dk.DEQ(lambda z, x: 0.5 * z + x, n_states=2)
     z, sol = deq.pretrain(4)(torch.ones(2, 1))
-    assert len(sol.states) == 2 and sol.states[-1] is z
-    assert sol.states[0][0].item() == pytest.approx(1.5)  # after 2 of 4 steps
+    assert len(sol.outputs.states) == 2 and sol.outputs.states[-1] is z
+    assert sol.outputs.states[0][0].item() == pytest.approx(1.5)  # after 2 of 4 steps
     assert "pretrain_steps=4" in repr(deq)
     z, sol = deq.pretrain(0)(torch.ones(2, 1))
     assert z[0].item() == pytest.approx(2.0, abs=1e-3) and sol.stop_mode == "rel"

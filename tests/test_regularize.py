@@ -122,17 +122,17 @@ def test_deq_layer_returns_jacobian_penalty():
     deq = dk.DEQ(cell, tol=1e-10, jac_reg_prob=1.0, jac_reg_vecs=2)
     torch.manual_seed(0)
     z, sol = deq(x)
-    assert sol.jac_loss.requires_grad and sol.jac_loss.dim() == 0
+    assert sol.outputs.jac_loss.requires_grad and sol.outputs.jac_loss.dim() == 0
     exact = _exact_frobenius(lambda v: cell(v, x), sol.z.detach()).mean()
-    assert sol.jac_loss.item() == pytest.approx(exact.item(), rel=1.0)  # a 2-probe estimate
-    (z.sum() + sol.jac_loss).backward()
+    assert sol.outputs.jac_loss.item() == pytest.approx(exact.item(), rel=1.0)  # a 2-probe estimate
+    (z.sum() + sol.outputs.jac_loss).backward()
     assert cell.W.grad is not None and torch.isfinite(cell.W.grad).all()
     # switched off, in eval mode, without grad: no penalty
-    assert dk.DEQ(cell)(x)[1].jac_loss is None
-    assert deq.eval()(x)[1].jac_loss is None
+    assert dk.DEQ(cell)(x)[1].outputs.jac_loss is None
+    assert deq.eval()(x)[1].outputs.jac_loss is None
     deq.train()
     with torch.no_grad():
-        assert deq(x)[1].jac_loss is None
+        assert deq(x)[1].outputs.jac_loss is None
 
 
 def test_jac_reg_probability_per_call():
@@ -140,7 +140,7 @@ def test_jac_reg_probability_per_call():
     x = torch.randn(2, 3, dtype=D64)
     deq = dk.DEQ(cell, tol=1e-6, jac_reg_prob=0.5)
     torch.manual_seed(0)
-    drawn = [bool(deq(x)[1].jac_loss != 0) for _ in range(40)]
+    drawn = [bool(deq(x)[1].outputs.jac_loss != 0) for _ in range(40)]
     assert 8 <= sum(drawn) <= 32
     with pytest.raises(ValueError, match="jac_reg_prob"):
         dk.DEQ(cell, jac_reg_prob=1.5)

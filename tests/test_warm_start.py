@@ -103,11 +103,11 @@ def test_skip_deq_loss_trains_only_the_initialiser():
     deq = dk.DEQ(cell, init=init, tol=1e-10)
     z, sol = deq(x)
     expected = (init(x) - sol.z).square().mean()
-    assert sol.skip_loss.item() == pytest.approx(expected.item(), rel=1e-12)
-    sol.skip_loss.backward()
+    assert sol.outputs.skip_loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    sol.outputs.skip_loss.backward()
     assert init.weight.grad is not None and cell.W.grad is None  # z* is held constant
-    assert deq(x, z0=sol.z)[1].skip_loss is None  # a caller's z0 is not the initialiser's
-    assert dk.DEQ(cell)(x)[1].skip_loss is None
+    assert deq(x, z0=sol.z)[1].outputs.skip_loss is None  # a caller's z0 is not the initialiser's
+    assert dk.DEQ(cell)(x)[1].outputs.skip_loss is None
 
 
 def test_training_the_initialiser_shortens_solves():
@@ -121,9 +121,9 @@ def test_training_the_initialiser_shortens_solves():
     for _ in range(120):
         _, sol = deq(data)
         opt.zero_grad()
-        sol.skip_loss.backward()
+        sol.outputs.skip_loss.backward()
         opt.step()
     after = deq(data)[1]
-    assert after.skip_loss.item() < 0.05 * start.skip_loss.item()
+    assert after.outputs.skip_loss.item() < 0.05 * start.outputs.skip_loss.item()
     # measured 8.9 -> 7.1 mean iterations: the start is closer, the tail is still geometric
     assert after.nstep.float().mean().item() < 0.9 * start.nstep.float().mean().item()
