@@ -68,7 +68,7 @@ def diagnose(
     gap = {"metric": metric, "at_budget": low, "at_convergence": high, "difference": None}
     if isinstance(low, float) and isinstance(high, float):
         gap["difference"] = low - high
-    gap["noise"] = metric_noise(high, int(at_conv["n"]))
+    gap["noise"] = metric_noise(high, int(at_conv["n"]), task.best.mode)
     report = {
         "tol": first.tol,
         "stop_mode": first.stop_mode,

@@ -41,7 +41,8 @@ class DiagnoseOptions:
         factor: the budget "at convergence" is ``factor`` × the model's eval budget.
         batch_size: evaluation batch size.
         max_samples: evaluate the first ``max_samples`` samples only (None: the whole split).
-        probe_samples: samples (the first batch) for the spectral radius and adjoint solve.
+        probe_samples: samples (the first batch, at most ``max_samples``) for the spectral
+            radius and the adjoint solve.
         rho_iter: power-iteration steps of ``dk.spectral_radius``.
         seed: seed of the power iteration's start vectors.
 
@@ -142,8 +143,8 @@ def sweep(
     return rows
 
 
-def _probe_batch(task: Task, dataset: Any, n: int) -> tuple[Any, Any]:
-    index = torch.arange(min(n, len(dataset)))
+def _probe_batch(task: Task, dataset: Any, options: DiagnoseOptions) -> tuple[Any, Any]:
+    index = torch.arange(min(options.probe_samples, len(_Head(dataset, options.max_samples))))
     return task.split(to_device(dataset.batch(index), torch.device("cpu")))
 
 
@@ -182,7 +183,7 @@ def spectral_check(
     """
     layers = DEQLayers(model)
     layer = layers.layers[0]
-    inputs, _ = _probe_batch(task, dataset, options.probe_samples)
+    inputs, _ = _probe_batch(task, dataset, options)
     capture = _Capture(layer)
     was_training = model.training
     model.eval()
@@ -223,7 +224,7 @@ def adjoint_check(
     solver, forward budget ``budget``, its backward options) on the first probe samples, in
     eval mode; parameter gradients are put back as they were."""
     layers = DEQLayers(model)
-    inputs, targets = _probe_batch(task, dataset, options.probe_samples)
+    inputs, targets = _probe_batch(task, dataset, options)
     params = [p for p in model.parameters() if p.requires_grad]
     saved = [p.grad for p in params]
     was_training = model.training

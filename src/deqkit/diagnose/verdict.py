@@ -15,16 +15,17 @@ _FIXES = (
 )
 
 
-def metric_noise(value: float | None, n: int) -> float | None:
-    """Two standard errors of a metric over ``n`` samples: binomial for a share in [0, 1],
-    else 1% of its size (a rough scale; a DEQ at convergence should not move it more).
+def metric_noise(value: float | None, n: int, mode: str = "max") -> float | None:
+    """Two standard errors of a metric over ``n`` samples: binomial for a share in [0, 1]
+    where higher is better (accuracy, F1), else 1% of its size (a rough scale for losses and
+    errors; a DEQ at convergence should not move them more).
 
-    >>> round(metric_noise(0.9, 400), 4)
-    0.03
+    >>> round(metric_noise(0.9, 400), 4), metric_noise(0.5, 400, mode="min")
+    (0.03, 0.005)
     """
     if value is None or not math.isfinite(value) or n < 1:
         return None
-    if 0.0 <= value <= 1.0:
+    if mode == "max" and 0.0 <= value <= 1.0:
         return 2.0 * math.sqrt(max(value * (1.0 - value), 1.0 / n) / n)
     return 0.01 * abs(value)
 
