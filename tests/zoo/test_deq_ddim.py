@@ -171,3 +171,31 @@ def test_user_errors():
         dd.betas("quadratic")
     with pytest.raises(ValueError, match="unknown deq_ddim model options"):
         dd.build({"chanels": 8}, {}, {"in_channels": 1})
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_inversion_fixed_point_recovers_x_T(schedule):
+    from deqkit.zoo.deq_ddim.inversion import invert
+
+    abar, eps = _gaussian(schedule)
+    steps = dd.ddim_steps(abar, 20)
+    x_T = torch.randn(3, 64, dtype=F64, generator=torch.Generator().manual_seed(0))
+    x0 = dd.ddim_sample(eps, x_T, steps)
+    inv = invert(eps, x0, steps, tol=1e-10, max_iter=200)
+    assert inv.solution.converged.all()
+    assert (inv.x_T - x_T).abs().max().item() < 1e-7
+    assert (dd.ddim_sample(eps, inv.x_T, steps) - x0).abs().max().item() < 1e-8
+
+
+def test_inversion_untrained_unet_and_errors():
+    from deqkit.zoo.deq_ddim.inversion import invert
+
+    torch.manual_seed(0)
+    model = dd.DDPM(1, dd.DDPMConfig(train_steps=100, unet={"channels": 8})).to(F64).eval()
+    steps = dd.ddim_steps(model.abar, 10)
+    x_T = torch.randn(2, 1, 7, 8, dtype=F64)
+    inv = invert(model.eps, dd.ddim_sample(model.eps, x_T, steps), steps, tol=1e-10)
+    assert inv.solution.converged.all()
+    assert (inv.x_T - x_T).abs().max().item() < 1e-7
+    with pytest.raises(ValueError, match="eta=0"):
+        invert(model.eps, x_T, dd.ddim_steps(model.abar, 10, eta=1.0))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .analytic import GaussianEps
 from .ddpm import DDPM, DDPMConfig, ddpm_loss
+from .inversion import Inversion, inversion_map, invert
 from .sampler import (
     CRITERIA,
     DEQSample,
@@ -25,6 +26,7 @@ __all__ = [
     "DDPMConfig",
     "DEQSample",
     "GaussianEps",
+    "Inversion",
     "SCHEDULES",
     "StateAnderson",
     "TASK",
@@ -38,6 +40,8 @@ __all__ = [
     "ddpm_loss",
     "deq_sample",
     "draw_noise",
+    "inversion_map",
+    "invert",
     "joint_map",
 ]
 
