@@ -161,7 +161,7 @@ def fixed_point(
     Takes the arguments of :func:`solve` plus ``backward`` ("implicit", "phantom", "one_step",
     "unrolled" or an object such as ``dk.Implicit(tol=1e-8)`` or ``dk.Shine()``). Gradients are
     recorded whenever autograd is enabled (training or eval mode alike). ``n_states=k > 1``
-    fills ``solution.states`` with k states along the solver path for
+    fills ``solution.outputs.states`` with k states along the solver path for
     :func:`~deqkit.fixed_point_correction`; the last is the returned z itself.
 
     Returns:

@@ -3,7 +3,7 @@
 Bai, Geng, Kolter, Koltun ("Deep Equilibrium Optical Flow Estimation", CVPR 2022) add the task
 loss of k intermediate states, weighted γ^(k−1−i) so the last (equilibrium) state weighs most.
 The extra supervision pushes f towards reaching its fixed point in few steps. The states come
-from ``DEQ(..., n_states=k)`` as ``sol.states``, each carrying its own gradient.
+from ``DEQ(..., n_states=k)`` as ``sol.outputs.states``, each carrying its own gradient.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def fixed_point_correction(
     Args:
         criterion: loss called as ``criterion(state, target)``, returning a scalar tensor
             (apply the model head inside it when the loss is on predictions, not states).
-        states: the k states, first to last (``sol.states``).
+        states: the k states, first to last (``sol.outputs.states``).
         target: passed unchanged to every criterion call.
         gamma: decay in (0, 1]; 1 weighs every state equally.
 
@@ -48,8 +48,8 @@ def fixed_point_correction(
     check_float("gamma", gamma, minimum=0.0, maximum=1.0, strict_min=True)
     if isinstance(states, torch.Tensor) or not isinstance(states, Sequence) or not states:
         raise ValueError(
-            "states must be a non-empty list of states (sol.states from DEQ(..., n_states=k)), "
-            f"got {type(states).__name__}"
+            "states must be a non-empty list of states (sol.outputs.states from "
+            f"DEQ(..., n_states=k)), got {type(states).__name__}"
         )
     k = len(states)
     total: torch.Tensor | None = None
