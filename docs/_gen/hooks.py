@@ -15,7 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference  # noqa: E402
 
 #: Pages owned by other parts of the project, listed in the nav only once they exist.
-OPTIONAL_PAGES = {"Concepts": [("Architecture", "architecture.md")]}
+OPTIONAL_PAGES = {
+    "Concepts": [("Architecture", "architecture.md")],
+    "Guides": [("Creating a new sequence DEQ", "sequence_deq.md")],
+}
 RUN_ASSETS = Path(__file__).resolve().parents[1] / "zoo-runs"
 
 
