@@ -199,3 +199,25 @@ def test_inversion_untrained_unet_and_errors():
     assert (inv.x_T - x_T).abs().max().item() < 1e-7
     with pytest.raises(ValueError, match="eta=0"):
         invert(model.eps, x_T, dd.ddim_steps(model.abar, 10, eta=1.0))
+
+
+def test_recipe_trains_three_steps_through_the_cli_and_samples(tmp_path):
+    import json
+
+    from skimage import io
+
+    from deqkit.cli import main
+    from deqkit.zoo.deq_ddim import sample
+
+    out = tmp_path / "run"
+    args = ["train", "ddpm-digits", "--out", str(out), "--no-progress"]
+    for item in ["train.steps=3", "train.eval_every=3", "train.checkpoint_every=3",
+                 "model.unet.channels=8", "data.eval_batch_size=512"]:  # fmt: skip
+        args += ["--set", item]
+    assert main(args) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r.get("kind") == "train" for r in records) == 3
+    png = tmp_path / "grid.png"
+    rows = sample.main([str(out / "checkpoint.pt"), "--steps", "6", "--n", "4", "--png", str(png)])
+    assert rows[0]["converged"] == 1.0 and rows[0]["max_abs_diff"] < 1e-2
+    assert io.imread(png).shape[:2] == (2 * 9 + 1, 2 * 9 + 1)
