@@ -165,7 +165,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     plt.close(fig)
 
     deq = _deq_settings(run)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
     for ax in axes:
         _mark_pretraining(ax, train)
     for key, label, color in (("fwd_nstep", "forward", "C0"), ("bwd_nstep", "backward", "C1")):
@@ -188,6 +188,17 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     if isinstance(deq.get("tol"), (int, float)):
         axes[1].axhline(deq["tol"], color="k", ls="--", lw=1, label=f"forward tol {deq['tol']:g}")
     axes[1].set_ylabel(f"final {mode} residual (batch mean)")
+    # A DEQ result counts only at an equilibrium: the share of samples within tol, next to the
+    # residuals (train: per logged step; eval: each evaluation).
+    steps, values = _series([r for r in train if not r.get("pretrain")], "fwd_converged")
+    if values:
+        axes[2].plot(steps, values, color="C0", label="train (batch)")
+    steps, values = _series(evals, "fwd_converged")
+    if values:
+        split = evals[0].get("split", "eval")
+        axes[2].plot(steps, values, "o-", color="C1", label=split)
+    axes[2].set_ylim(-0.02, 1.02)
+    axes[2].set_ylabel("share of samples within tol (converged)")
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
