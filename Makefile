@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deqkit-installed
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: venv demo test test-fast bench lint format clean
+.PHONY: venv demo test test-all test-fast bench lint format clean
 
 venv: $(STAMP)
 
@@ -24,7 +24,11 @@ demo: $(STAMP)
 	@echo "checkpoint: runs/mdeq-digits/checkpoint.pt  (deqkit eval runs/mdeq-digits/checkpoint.pt)"
 	@echo "metrics:    runs/mdeq-digits/metrics.jsonl, runs/mdeq-digits/summary.json"
 
+# The default suite leaves out the long training checks marked slow; test-all runs them too.
 test: $(STAMP)
+	$(PY) -m pytest src/deqkit tests -m 'not slow'
+
+test-all: $(STAMP)
 	$(PY) -m pytest src/deqkit tests
 
 test-fast: $(STAMP)
