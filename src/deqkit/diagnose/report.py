@@ -94,7 +94,11 @@ def write_report(report: dict, out: str | Path) -> list[Path]:
             ax.plot(budgets, [r.get(key, math.nan) for r in rows], "o-", label=solver)
     for ax, label in zip(
         axes,
-        (f"share within tol {report['tol']:g}", f"test {metric}", "mean residual"),
+        (
+            f"share within tol {report['tol']:g}",
+            f"{report.get('split', 'eval')} {metric}",
+            "mean residual",
+        ),
         strict=True,
     ):
         ax.axvline(report["eval_max_iter"], color="k", ls=":", lw=1, label="eval budget")
