@@ -119,8 +119,9 @@ class Task(ABC):
     Args:
         data_info: the dataset's description (``DataSplits.info``: sizes, classes, vocabulary);
             the same dict the model builder receives.
-        **options: the recipe's ``task`` section without ``name``; a subclass takes its own
-            keyword arguments and rejects unknown ones (Python does, for named parameters).
+
+    The recipe's ``task`` section without ``name`` goes to a subclass's own keyword arguments;
+    unknown ones are rejected (Python does, for named parameters).
 
     Outputs may be a single prediction or, for fixed-point correction, a list with one
     prediction per sampled state, first to last; :meth:`final` picks the last for metrics.
