@@ -43,6 +43,9 @@ class SequenceSolution:
     adjoint solves once backward has run (None before, and for phantom gradients).
     """
 
+    #: No layer outputs (Jacobian penalty, Skip-DEQ loss) are computed over a sequence.
+    outputs = None
+
     def __init__(self, solutions: list[dk.Solution], tol: float, stop_mode: str):
         self.solutions, self.tol, self.stop_mode = solutions, tol, stop_mode
         # The worst step's status; the residual trace of the last step (the trainer plots one).
