@@ -58,7 +58,7 @@ def format_table(report: dict) -> str:
         lines.append(
             f"adjoint at the training budget {report['train_max_iter']} ({adj['backward']}): "
             f"converged {adj['converged']:.3f}, mean {adj['nstep']:.2f} iterations, residual "
-            f"{adj['residual']:.2e} (tol {adj['tol']:g})"
+            f"{adj['residual']:.2e} (tol {_num(adj['tol'], 'g')})"
         )
     elif adj:
         lines.append(f"adjoint: {adj['backward']} runs no adjoint solve")
