@@ -154,7 +154,7 @@ def test_a_few_steps_of_the_shipped_digits_recipe(tmp_path, capsys):
     assert main(args + [x for s in sets for x in ("--set", s)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == 2 and 0 < summary["mean_fwd_nstep"] <= 8
-    assert 0.0 <= summary["test_acc"] <= 1.0 and 0 < summary["test_fwd_nstep"] <= 8
+    assert 0.0 <= summary["test_acc"] <= 1.0 and 0 < summary["test_fwd_nstep"] <= 32
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     first, second = [r for r in records if r["kind"] == "train"]
     assert first.get("pretrain") and "bwd_nstep" not in first  # unrolled warm-up step
