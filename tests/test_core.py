@@ -118,3 +118,7 @@ def test_compat_private_torch_apis_still_behave():
     t = torch.zeros(3, 2)
     assert not _compat.tensor_is_view(t) and _compat.tensor_is_view(t[:, 0])
     assert _compat.tensor_is_view(t.view(6)) and not _compat.tensor_is_view(t.clone())
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    _compat.set_scheduler_last_lr(sched, [0.25])
+    assert sched.get_last_lr() == [0.25]

@@ -2,7 +2,8 @@
 
 PyTorch has no public pytree module (as of 2.13 ``torch.utils._pytree`` is the one its own
 libraries use), no public class for the weight- and spectral-norm parametrizations, and no public
-predicate for "this tensor is a view". Each is wrapped here so that a PyTorch release that moves
+predicate for "this tensor is a view", and no public setter for the learning rate an LR scheduler
+reports. Each is wrapped here so that a PyTorch release that moves
 one breaks one line, found by one test.
 """
 
@@ -12,7 +13,7 @@ import torch
 from torch.nn.utils import parametrizations as _parametrizations
 from torch.utils import _pytree as pytree
 
-__all__ = ["NORM_PARAMETRIZATIONS", "pytree", "tensor_is_view"]
+__all__ = ["NORM_PARAMETRIZATIONS", "pytree", "set_scheduler_last_lr", "tensor_is_view"]
 
 #: The parametrization classes behind ``parametrizations.weight_norm`` and ``spectral_norm``.
 NORM_PARAMETRIZATIONS: tuple[type, ...] = (
@@ -29,3 +30,15 @@ def tensor_is_view(tensor: torch.Tensor) -> bool:
     (False, True)
     """
     return tensor._base is not None
+
+
+def set_scheduler_last_lr(scheduler: torch.optim.lr_scheduler.LRScheduler, lrs: list) -> None:
+    """Make ``scheduler.get_last_lr()`` report ``lrs`` (after setting the groups' rates by hand).
+
+    >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    >>> sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    >>> set_scheduler_last_lr(sched, [0.5])
+    >>> sched.get_last_lr()
+    [0.5]
+    """
+    scheduler._last_lr = list(lrs)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._compat import set_scheduler_last_lr
 from ..data import DataContext, DataSplits
 from .config import Config, OptimConfig, deq_kwargs
 from .errors import ConfigError, DataError
@@ -142,4 +143,4 @@ def resume_scheduler(scheduler, state: dict) -> None:
         optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
     ):
         group["lr"] = base * factor(scheduler.last_epoch)
-    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    set_scheduler_last_lr(scheduler, [group["lr"] for group in optimizer.param_groups])
