@@ -166,3 +166,24 @@ def test_task_metric_at_each_budget(kind, metric, tmp_path, capsys):
         assert row["fwd_nstep"] <= row["max_iter"]
     # one iteration from z0 = 0 is not the equilibrium: the metric must see the budget
     assert report["sweep"][0][metric] != report["at_convergence"][metric]
+
+
+def test_plot_shows_converged_share_next_to_residuals(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from deqkit.plot import plot_run
+
+    records = [
+        {"kind": "train", "step": s, "loss": 1.0, "fwd_residual": 0.1, "fwd_converged": s / 4}
+        for s in (1, 2, 3, 4)
+    ] + [{"kind": "eval", "split": "test", "step": 4, "loss": 1.0, "fwd_converged": 0.75}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    figures = {}
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda fig, path, **kw: figures.update({path: fig})
+    )
+    plot_run(tmp_path)
+    axes = figures[tmp_path / "solver.png"].axes
+    (ax,) = [a for a in axes if "converged" in a.get_ylabel()]
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+    assert lines == {"train (batch)": [0.25, 0.5, 0.75, 1.0], "test": [0.75]}
