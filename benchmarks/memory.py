@@ -60,20 +60,11 @@ def _peak_tensor_bytes(step) -> int:
     Deterministic where RSS is not: it counts what the CPU allocator hands out, not what the C
     heap keeps. deqkit's pool of solver history buffers is emptied first, so the step allocates
     (and is charged for) its own buffers."""
-    from torch.profiler import ProfilerActivity, profile
+    from deqkit import clear_buffer_pool
+    from deqkit.zoo.deq_seq.memory import peak_tensor_bytes
 
-    from deqkit import clear_buffer_pool as clear_pool
-
-    clear_pool()
-    gc.collect()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    live = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
+    clear_buffer_pool()
+    return peak_tensor_bytes(step)
 
 
 def training_step(problem_key: str, backward: str, max_iter: int) -> dict:
