@@ -17,12 +17,15 @@ from .defaults import (
     JVP_MODES,
     SOLVER_NAMES,
     STOP_MODES,
+    STOP_SCOPES,
     BackwardName,
     BroydenUpdate,
     FailurePolicy,
     JvpMode,
     SolverName,
     StopMode,
+    StopScope,
+    stop_residual,
 )
 from .errors import DEQWarning, SolverError, failure_message
 from .options import (
@@ -53,6 +56,7 @@ __all__ = [
     "SOLVER_NAMES",
     "SOLVER_OPTIONS",
     "STOP_MODES",
+    "STOP_SCOPES",
     "AndersonOptions",
     "BackwardName",
     "BroydenOptions",
@@ -70,9 +74,11 @@ __all__ = [
     "SolverName",
     "Status",
     "StopMode",
+    "StopScope",
     "UnrolledOptions",
     "check_compatible",
     "convert",
     "failure_message",
     "record_of",
+    "stop_residual",
 ]

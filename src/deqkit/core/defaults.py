@@ -9,7 +9,7 @@ use when nothing is said, and which names each accepts.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 __all__ = [
     "BACKWARD_NAMES",
@@ -19,15 +19,24 @@ __all__ = [
     "JVP_MODES",
     "SOLVER_NAMES",
     "STOP_MODES",
+    "STOP_SCOPES",
     "BackwardName",
     "BroydenUpdate",
     "FailurePolicy",
     "JvpMode",
     "SolverName",
     "StopMode",
+    "StopScope",
+    "stop_residual",
 ]
 
-StopMode = Literal["rel", "abs"]
+#: The stopping rule on a sample's residual r = f(z) - z (norms over all its elements):
+#: "rel" ‖r‖ / ‖f(z)‖; "abs" ‖r‖; "mixed" ‖r‖ / (1 + ‖f(z)‖), i.e. ‖r‖ <= tol·(1 + ‖f(z)‖):
+#: relative for large states, absolute near z* = 0 (where "rel" can never stop).
+StopMode = Literal["rel", "abs", "mixed"]
+#: Who stops: "sample" freezes each sample when it reaches tol (f must not couple samples for
+#: the frozen ones to stay at their fixed point); "batch" iterates every sample until all do.
+StopScope = Literal["sample", "batch"]
 FailurePolicy = Literal["warn", "raise", "ignore"]
 JvpMode = Literal["autodiff", "finite_difference"]
 BroydenUpdate = Literal["good", "bad"]
@@ -35,6 +44,7 @@ SolverName = Literal["fixed_point", "anderson", "broyden", "newton_krylov"]
 BackwardName = Literal["implicit", "phantom", "one_step", "unrolled", "shine"]
 
 STOP_MODES: tuple[str, ...] = get_args(StopMode)
+STOP_SCOPES: tuple[str, ...] = get_args(StopScope)
 FAILURE_POLICIES: tuple[str, ...] = get_args(FailurePolicy)
 JVP_MODES: tuple[str, ...] = get_args(JvpMode)
 BROYDEN_UPDATES: tuple[str, ...] = get_args(BroydenUpdate)
@@ -50,6 +60,22 @@ DEFAULTS: dict = {
     "tol": 1e-4,
     "max_iter": 50,
     "stop_mode": "rel",
+    "stop_scope": "sample",
     "on_failure": "warn",
     "divergence_ratio": 1e8,
 }
+
+
+def stop_residual(stop_mode: str, abs_res: Any, scale: Any) -> Any:
+    """The residual ``stop_mode`` compares with tol, from ``abs_res`` = ‖f(z) − z‖ and
+    ``scale`` = ‖f(z)‖ (arrays of any backend: only arithmetic is used; the "rel" divisor is
+    floored at the dtype's smallest normal number by the caller).
+
+    >>> stop_residual("rel", 1.0, 4.0), stop_residual("abs", 1.0, 4.0), stop_residual("mixed", 1.0, 4.0)
+    (0.25, 1.0, 0.2)
+    """  # noqa: E501
+    if stop_mode == "abs":
+        return abs_res
+    if stop_mode == "mixed":
+        return abs_res / (1 + scale)
+    return abs_res / scale
