@@ -129,6 +129,12 @@ def _cmd_diagnose(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    from .zoo.deq_seq.generate import run_generate
+
+    return run_generate(args)
+
+
 def _cmd_plot(args) -> int:
     from .plot import plot_run
 
@@ -226,6 +232,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for diagnose.json and PNGs (default: the run's)")
     p.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     p.set_defaults(func=_cmd_diagnose)
+
+    p = sub.add_parser("generate", help="sample text from a trained sequence LM checkpoint")
+    p.add_argument("checkpoint", help="checkpoint.pt or run directory of a text LM")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--n", "--tokens", dest="n", type=int, default=100, help="tokens to sample")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 decodes greedily")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("plot", help="write PNG plots of a run directory")
     p.add_argument("run_dir")

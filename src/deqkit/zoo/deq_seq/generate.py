@@ -1,7 +1,8 @@
 """Sampling from a trained sequence LM, reusing the cached equilibria as memory.
 
-``python -m deqkit.zoo.deq_seq.generate CHECKPOINT --prompt TEXT --tokens N [--temperature T]``
-prints the prompt and its continuation from a ``deqkit train`` checkpoint of this package.
+``deqkit generate CHECKPOINT --prompt TEXT --n N [--temperature T]`` (also
+``python -m deqkit.zoo.deq_seq.generate``) prints the prompt and its continuation from a
+``deqkit train`` checkpoint of this package.
 
 The prompt is solved once; each new token is then a segment of length one whose history
 padding is the memory (the previous positions' equilibria and injections), so the prompt is
@@ -17,7 +18,7 @@ import torch
 
 from .model import SequenceLM
 
-__all__ = ["generate", "main"]
+__all__ = ["generate", "generate_text", "main", "run_generate"]
 
 
 @torch.no_grad()
@@ -61,37 +62,74 @@ def generate(
     return torch.cat(out, dim=1)
 
 
-def main(argv: list[str] | None = None) -> str:
-    """Load a checkpoint, continue ``--prompt`` by ``--tokens`` tokens, print and return it."""
+def generate_text(
+    checkpoint: str, prompt: str, n: int, temperature: float = 1.0, seed: int = 0
+) -> str:
+    """Load a ``deqkit train`` checkpoint of this package and continue ``prompt`` by ``n`` tokens.
+
+    User mistakes (no such checkpoint, not a text LM of this package, an empty prompt, a
+    negative ``n`` or temperature) raise :class:`~deqkit.train.errors.UserError` subclasses.
+
+    >>> generate_text("/nonexistent/run", "ab", 3)
+    Traceback (most recent call last):
+    ...
+    deqkit.train.errors.CheckpointError: checkpoint /nonexistent/run does not exist
+    """
     from deqkit.data.text import Vocab, tokenize
     from deqkit.train.build import build_model
     from deqkit.train.checkpoint import load_checkpoint, load_model_state
+    from deqkit.train.errors import CheckpointError, ConfigError
     from deqkit.train.recipe import parse
 
-    p = argparse.ArgumentParser(description="Sample text from a trained sequence LM.")
-    p.add_argument("checkpoint")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    state = load_checkpoint(args.checkpoint)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"--n must be an int >= 0, got {n!r}")
+    if not temperature >= 0:
+        raise ConfigError(f"--temperature must be >= 0, got {temperature!r}")
+    state = load_checkpoint(checkpoint)
     cfg = parse(state["config"])
+    name = cfg.model.get("name")
     itos = (state.get("data_state") or {}).get("itos")
-    if itos is None:
-        raise ValueError(f"{args.checkpoint} holds no vocabulary: not a text-dataset run")
+    if name != "deq_seq" or itos is None:
+        raise CheckpointError(
+            f"{checkpoint} is not a text language model of deq_seq (model {name!r}, "
+            f"dataset {cfg.data.name!r}); generate needs a run of e.g. deq-transformer-wiki-char"
+        )
     vocab, level = Vocab(tuple(itos)), cfg.data_options.level
     model = build_model(cfg, {"vocab_size": len(vocab), "level": level})
-    load_model_state(model, state["model"], f"checkpoint {args.checkpoint}")
-    ids = vocab.encode(tokenize(args.prompt, level) if level == "word" else list(args.prompt))
+    load_model_state(model, state["model"], f"checkpoint {checkpoint}")
+    ids = vocab.encode(tokenize(prompt, level) if level == "word" else list(prompt))
     if ids.numel() == 0:
-        raise ValueError("--prompt has no tokens")
-    gen = torch.Generator().manual_seed(args.seed)
-    out = generate(model, ids[None], args.tokens, args.temperature, gen)
-    text = ("" if level == "char" else " ").join(vocab.decode(out[0]))
-    print(text)
-    return text
+        raise ConfigError(f"--prompt has no {level} tokens: {prompt!r}")
+    gen = torch.Generator().manual_seed(seed)
+    out = generate(model, ids[None], n, temperature, gen)
+    return ("" if level == "char" else " ").join(vocab.decode(out[0]))
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """``deqkit generate``: print the prompt and its continuation; returns the exit status.
+
+    >>> ns = argparse.Namespace(checkpoint="/nonexistent", prompt="a", n=2, temperature=1.0, seed=0)
+    >>> run_generate(ns)
+    Traceback (most recent call last):
+    ...
+    deqkit.train.errors.CheckpointError: checkpoint /nonexistent does not exist
+    """
+    print(generate_text(args.checkpoint, args.prompt, args.n, args.temperature, args.seed))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deqkit.zoo.deq_seq.generate ARGS`` is ``deqkit generate ARGS``.
+
+    >>> main(["/nonexistent", "--prompt", "a"])  # the one-line error goes to stderr
+    2
+    """
+    import sys
+
+    from deqkit.cli import main as cli_main
+
+    return cli_main(["generate", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
