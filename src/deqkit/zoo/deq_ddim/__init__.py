@@ -7,10 +7,12 @@ from __future__ import annotations
 from .analytic import GaussianEps
 from .ddpm import DDPM, DDPMConfig, ddpm_loss
 from .inversion import Inversion, inversion_map, invert
+from .model_inversion import METHODS, InversionOptions, InversionRun, invert_model, reconstruct
 from .sampler import (
     CRITERIA,
     DEQSample,
     StateAnderson,
+    ddim_chain,
     ddim_sample,
     deq_sample,
     draw_noise,
@@ -27,6 +29,9 @@ __all__ = [
     "DEQSample",
     "GaussianEps",
     "Inversion",
+    "InversionOptions",
+    "InversionRun",
+    "METHODS",
     "SCHEDULES",
     "StateAnderson",
     "TASK",
@@ -35,6 +40,7 @@ __all__ = [
     "alpha_bars",
     "betas",
     "build",
+    "ddim_chain",
     "ddim_sample",
     "ddim_steps",
     "ddpm_loss",
@@ -42,7 +48,9 @@ __all__ = [
     "draw_noise",
     "inversion_map",
     "invert",
+    "invert_model",
     "joint_map",
+    "reconstruct",
 ]
 
 #: The denoiser is trained by the trainer's ``generative`` task: the model returns (ε_θ, ε).

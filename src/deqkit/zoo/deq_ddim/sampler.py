@@ -31,6 +31,7 @@ __all__ = [
     "CRITERIA",
     "DEQSample",
     "StateAnderson",
+    "ddim_chain",
     "ddim_sample",
     "deq_sample",
     "draw_noise",
@@ -71,6 +72,19 @@ def ddim_sample(
     >>> s = ddim_steps(alpha_bars("linear"), 5)
     >>> ddim_sample(lambda x, t: torch.zeros_like(x), torch.ones(1, 2), s).shape
     torch.Size([1, 2])
+    """
+    return ddim_chain(eps_model, x_T, steps, noise)
+
+
+def ddim_chain(
+    eps_model: EpsModel, x_T: torch.Tensor, steps: DDIMSteps, noise: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:func:`ddim_sample` recording gradients (backpropagation through the chain).
+
+    >>> from deqkit.zoo.deq_ddim.schedule import alpha_bars, ddim_steps
+    >>> x_T = torch.ones(1, 2, requires_grad=True)
+    >>> ddim_chain(lambda x, t: 0.1 * x, x_T, ddim_steps(alpha_bars("linear"), 5)).requires_grad
+    True
     """
     _check_noise(steps, x_T, noise)
     x = x_T
@@ -120,9 +134,19 @@ def joint_map(
         drift = coef_z * noise.transpose(0, 1)
 
     def h(states: torch.Tensor) -> torch.Tensor:
-        inputs = torch.cat([x_T.unsqueeze(1), states[:, :-1]], dim=1)  # step i reads state i-1
-        flat = inputs.transpose(0, 1).reshape(n * b, *shape)
-        eps = eps_model(flat, t_all).reshape(n, b, *shape).transpose(0, 1)
+        if n > 1 and torch.is_grad_enabled() and x_T.requires_grad and not states.requires_grad:
+            # Optimising x_T through a phantom/one-step backward (states held constant): only
+            # step 1 reads x_T, so evaluating it apart keeps the other S − 1 denoiser calls out
+            # of the autograd graph when the denoiser is frozen (no input of theirs needs a
+            # gradient), and the saved activations do not grow with S.
+            first = eps_model(x_T, t_all[:b]).unsqueeze(1)
+            rest = states[:, :-1].transpose(0, 1).reshape((n - 1) * b, *shape)
+            rest = eps_model(rest, t_all[b:]).reshape(n - 1, b, *shape).transpose(0, 1)
+            eps = torch.cat([first, rest], dim=1)
+        else:
+            inputs = torch.cat([x_T.unsqueeze(1), states[:, :-1]], dim=1)  # step i: state i-1
+            flat = inputs.transpose(0, 1).reshape(n * b, *shape)
+            eps = eps_model(flat, t_all).reshape(n, b, *shape).transpose(0, 1)
         return scale_out * (start + torch.cumsum(coef_eps * eps + drift, dim=1))
 
     return h
