@@ -35,8 +35,14 @@ def report_failure(solution: Solution, on_failure: str, what: str) -> None:
         status = int(code)
     except (TypeError, jax.errors.ConcretizationTypeError):
         host = functools.partial(_host_report, solution.stop_mode, solution.tol, on_failure, what)
-        jax.debug.callback(
-            host, code, solution.converged, solution.nstep, solution.residual, solution.nfev
+        # The host is called only when the solve failed: a converged solve pays one scalar
+        # compare, not a device-to-host round trip (under vmap, cond runs both branches).
+        args = (code, solution.converged, solution.nstep, solution.residual, solution.nfev)
+        jax.lax.cond(
+            jnp.any(code != int(Status.CONVERGED)),
+            lambda a: jax.debug.callback(host, *a),
+            lambda a: None,
+            args,
         )
         return
     if status != Status.CONVERGED:

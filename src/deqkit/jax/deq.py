@@ -16,13 +16,20 @@ import jax
 import jax.numpy as jnp
 
 from .._validate import check_choice
-from ..core import DEFAULTS, FAILURE_POLICIES, FailurePolicy, StopMode, check_compatible
+from ..core import (
+    DEFAULTS,
+    FAILURE_POLICIES,
+    FailurePolicy,
+    StopMode,
+    StopScope,
+    check_compatible,
+)
 from ._compat import ClosedJaxpr, Tracer, jaxpr_as_fun
 from ._failure import report_failure
 from ._state import flatten
 from .backward import make_backward
 from .solvers import Solution, make_solver
-from .solvers.base import check_loop_options, iterate_with
+from .solvers.base import Program, check_loop_options, iterate_with
 
 __all__ = ["fixed_point", "solve"]
 
@@ -40,18 +47,20 @@ def _prepare(f: Callable, z0: Any):
     def flat_f(z):
         return spec.flatten_like(f(spec.unflatten(z)), "f(z)")
 
-    fn, consts = _lift_closure(flat_f, flat0)
-    return flat0, spec, fn, consts
+    closed = jax.make_jaxpr(flat_f)(flat0)
+    fn, consts = _lift_closure(closed)
+    # The solve gets every constant as an argument (concrete weights too: baked into the program
+    # XLA would constant-fold them), and an equal program reuses the compiled solve.
+    return flat0, spec, fn, consts, Program.lift(closed)
 
 
-def _lift_closure(flat_f: Callable, flat0: jax.Array) -> tuple[Callable, tuple]:
-    """Rewrite ``flat_f(z)`` as ``fn(z, *consts)`` with every traced value it closes over lifted.
+def _lift_closure(closed: ClosedJaxpr) -> tuple[Callable, tuple]:
+    """Rewrite f's jaxpr as ``fn(z, *consts)`` with every traced value it closes over lifted.
 
     Like ``jax.closure_convert``, which lifts only values that may carry a gradient, but this
     lifts integer tracers too (Haiku RNG keys, step counters): left in the closure they would
     leak into the backward pass, which JAX traces separately from the forward.
     """
-    closed = jax.make_jaxpr(flat_f)(flat0)
     lifted_at = [i for i, c in enumerate(closed.consts) if isinstance(c, Tracer)]
     kept = [None if i in lifted_at else c for i, c in enumerate(closed.consts)]
     jaxpr = closed.jaxpr
@@ -72,8 +81,8 @@ def _frozen(consts: tuple) -> tuple:
     )
 
 
-def _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio):
-    check_loop_options(tol, max_iter, stop_mode, trace, divergence_ratio)
+def _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio, stop_scope):
+    check_loop_options(tol, max_iter, stop_mode, trace, divergence_ratio, stop_scope)
     check_choice("on_failure", on_failure, FAILURE_POLICIES)
 
 
@@ -85,6 +94,7 @@ def solve(
     tol: float = DEFAULTS["tol"],
     max_iter: int = DEFAULTS["max_iter"],
     stop_mode: StopMode = DEFAULTS["stop_mode"],
+    stop_scope: StopScope = DEFAULTS["stop_scope"],
     on_failure: FailurePolicy = DEFAULTS["on_failure"],
     trace: bool = False,
     divergence_ratio: float = DEFAULTS["divergence_ratio"],
@@ -99,7 +109,10 @@ def solve(
             or torch ``deqkit`` options object).
         tol: per-sample tolerance on the residual chosen by ``stop_mode``.
         max_iter: iteration budget (the evaluation of f(z0) is the first iteration).
-        stop_mode: "rel" (‖f(z) − z‖ / ‖f(z)‖) or "abs" (‖f(z) − z‖).
+        stop_mode: "rel" (‖f(z) − z‖ / ‖f(z)‖), "abs" (‖f(z) − z‖) or "mixed"
+            (‖f(z) − z‖ / (1 + ‖f(z)‖), for fixed points at or near zero).
+        stop_scope: "sample" (each sample stops at tol and is frozen; f must not couple
+            samples) or "batch" (all samples iterate until every one reaches tol).
         on_failure: "warn", "raise" or "ignore" when not converged (under ``jax.jit`` the
             policy runs on the host through ``jax.debug.callback``).
         trace: record per-iteration residuals in ``Solution.trace`` (B, max_iter).
@@ -115,16 +128,17 @@ def solve(
     >>> sol.status.name, bool(sol.converged.all())
     ('CONVERGED', True)
     """
-    _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio)
-    flat0, spec, fn, consts = _prepare(f, z0)
+    _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio, stop_scope)
+    flat0, spec, _, _, (program, every) = _prepare(f, z0)
     sol = iterate_with(
         make_solver(solver),
-        fn,
+        program,
         flat0,
-        _frozen(consts),
+        _frozen(every),
         tol=tol,
         max_iter=max_iter,
         stop_mode=stop_mode,
+        stop_scope=stop_scope,
         trace=trace,
         divergence_ratio=divergence_ratio,
     )
@@ -141,6 +155,7 @@ def fixed_point(
     tol: float = DEFAULTS["tol"],
     max_iter: int = DEFAULTS["max_iter"],
     stop_mode: StopMode = DEFAULTS["stop_mode"],
+    stop_scope: StopScope = DEFAULTS["stop_scope"],
     on_failure: FailurePolicy = DEFAULTS["on_failure"],
     trace: bool = False,
     divergence_ratio: float = DEFAULTS["divergence_ratio"],
@@ -165,21 +180,22 @@ def fixed_point(
     >>> round(float(value), 4), round(float(grad[0, 0]), 4)
     (4.0, 2.0)
     """
-    _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio)
+    _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio, stop_scope)
     strategy = make_backward(backward)
     solver = make_solver(solver)
     check_compatible(solver, strategy)
-    flat0, spec, fn, consts = _prepare(f, z0)
+    flat0, spec, fn, consts, (program, every) = _prepare(f, z0)
     unroll = strategy.unrolls_solver
-    seen = consts if unroll else _frozen(consts)
+    seen = every if unroll else _frozen(every)
     sol = iterate_with(
         solver,
-        fn,
+        program,
         flat0,
         seen,
         tol=tol,
         max_iter=max_iter,
         stop_mode=stop_mode,
+        stop_scope=stop_scope,
         trace=trace,
         divergence_ratio=divergence_ratio,
         unroll=unroll,

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from ..._validate import check_bool, check_choice, check_float, check_int
-from ...core import DEFAULTS, STOP_MODES, Status, StopMode
+from ...core import DEFAULTS, STOP_MODES, STOP_SCOPES, Status, StopMode, StopScope, stop_residual
+from ._program import Program, cached_jit
 from .solution import Solution, SolverError, StatusCode
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "SolverError",
     "Status",
     "StatusCode",
+    "Program",
     "iterate",
     "iterate_with",
     "residuals",
@@ -65,20 +67,28 @@ def residuals(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:
     >>> float(a[0]), float(r[0])
     (5.0, 1.0)
     """
-    abs_res = jnp.linalg.norm(fz - z, axis=1)
-    scale = jnp.maximum(jnp.linalg.norm(fz, axis=1), jnp.finfo(fz.dtype).tiny)
+    abs_res, scale = _norms(z, fz)
     return abs_res, abs_res / scale
+
+
+def _norms(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(‖f(z) − z‖, ‖f(z)‖)`` per sample, the second floored at the dtype's smallest normal."""
+    abs_res = jnp.linalg.norm(fz - z, axis=1)
+    return abs_res, jnp.maximum(jnp.linalg.norm(fz, axis=1), jnp.finfo(fz.dtype).tiny)
 
 
 def _select(mask: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
     return jnp.where(mask.reshape(-1, *([1] * (new.ndim - 1))), new, old)
 
 
-def check_loop_options(tol, max_iter, stop_mode, trace, divergence_ratio) -> None:
+def check_loop_options(
+    tol, max_iter, stop_mode, trace, divergence_ratio, stop_scope=DEFAULTS["stop_scope"]
+) -> None:
     """Validate the loop's options (one clear line naming a bad one)."""
     check_float("tol", tol, minimum=0.0, strict_min=True)
     check_int("max_iter", max_iter, minimum=1)
     check_choice("stop_mode", stop_mode, STOP_MODES)
+    check_choice("stop_scope", stop_scope, STOP_SCOPES)
     check_bool("trace", trace)
     check_float("divergence_ratio", divergence_ratio, minimum=1.0, strict_min=True)
 
@@ -91,6 +101,7 @@ def iterate(
     tol: float = DEFAULTS["tol"],
     max_iter: int = DEFAULTS["max_iter"],
     stop_mode: StopMode = DEFAULTS["stop_mode"],
+    stop_scope: StopScope = DEFAULTS["stop_scope"],
     trace: bool = False,
     divergence_ratio: float = DEFAULTS["divergence_ratio"],
     unroll: bool = False,
@@ -98,11 +109,17 @@ def iterate(
 ) -> Solution:
     """Run ``solver`` on ``z = fn(z)`` for a (B, D) matrix ``z0`` inside one ``lax.while_loop``.
 
-    Mirrors :func:`deqkit.solvers.iterate` step for step: per-sample stopping and freezing, the
-    lowest-residual iterate per sample, NONFINITE/DIVERGED detection. ``unroll=True`` runs the
-    same body in a ``fori_loop`` of static length (skipping finished iterations with ``lax.cond``)
-    so that reverse-mode autodiff can pass through the whole solve. ``keep_state=True`` puts
-    the solver's :meth:`~Solver.final_state` in ``Solution.state``.
+    Mirrors :func:`deqkit.solvers.iterate` step for step. ``stop_scope="sample"``: a sample
+    that reaches ``tol`` (or turns NaN/Inf, or grows past ``divergence_ratio`` times its first
+    residual) is frozen, and f keeps seeing it at its frozen iterate while the others go on; each
+    sample returns its lowest-residual iterate. ``stop_scope="batch"``: every sample iterates
+    until all reach ``tol`` at the same iterate (for f that couples samples); the batch returns
+    its best whole iterate. Either way the residuals and status are those of f at the returned
+    z: when the returned state is not the batch f last saw whole, f is evaluated once more on it.
+
+    ``unroll=True`` runs the same body in a ``fori_loop`` of static length (skipping finished
+    iterations with ``lax.cond``) so that reverse-mode autodiff can pass through the whole solve.
+    ``keep_state=True`` puts the solver's :meth:`~Solver.final_state` in ``Solution.state``.
 
     >>> import jax.numpy as jnp
     >>> from deqkit.jax import FixedPoint
@@ -110,21 +127,29 @@ def iterate(
     >>> sol.status.name, round(float(sol.z[0, 0]), 4)
     ('CONVERGED', 2.0)
     """
-    check_loop_options(tol, max_iter, stop_mode, trace, divergence_ratio)
+    check_loop_options(tol, max_iter, stop_mode, trace, divergence_ratio, stop_scope)
     check_bool("unroll", unroll)
     check_bool("keep_state", keep_state)
     if z0.ndim != 2:
         raise ValueError(f"solvers take a (B, D) matrix, got shape {tuple(z0.shape)}")
-    pick_rel = stop_mode == "rel"
+    per_sample = stop_scope == "sample"
     batch = z0.shape[0]
+
+    def measure(z, fz):
+        abs_r, scale = _norms(z, fz)
+        return abs_r, scale, stop_residual(stop_mode, abs_r, scale)
+
     z = z0
     fz = fn(z)
-    abs_r, rel_r = residuals(z, fz)
-    res = rel_r if pick_rel else abs_r
+    abs_r, scale, res = measure(z, fz)
     finite = jnp.isfinite(abs_r)
-    first_abs = jnp.maximum(abs_r, jnp.finfo(abs_r.dtype).tiny)
+    diverge_at = divergence_ratio * jnp.maximum(abs_r, jnp.finfo(abs_r.dtype).tiny)
     converged = finite & (res <= tol)
     nonfinite = ~finite
+    if per_sample:
+        active = ~(converged | nonfinite)
+    else:
+        active = jnp.broadcast_to(~jnp.all(converged) & jnp.all(finite), (batch,))
     history = None
     if trace:
         history = jnp.full((batch, max_iter), jnp.nan, res.dtype).at[:, 0].set(res)
@@ -133,15 +158,20 @@ def iterate(
         "z": z,
         "fz": fz,
         "memory": solver.init(z, fz),
+        # Each stopped sample's frozen iterate: f sees it in place of the solver's proposals.
+        "hold": z if per_sample else None,
         "best_z": z,
-        "best_res": res,
         "best_abs": abs_r,
-        "best_rel": rel_r,
+        "best_scale": scale,
+        "best_res": res,
         "nstep": jnp.ones(batch, jnp.int32),
         "converged": converged,
         "nonfinite": nonfinite,
         "diverged": jnp.zeros_like(finite),
-        "active": ~(converged | nonfinite),
+        "active": active,
+        # Whether best_z is exactly the batch f saw at its last evaluation (then the kept
+        # residuals are true for it without evaluating f again).
+        "whole": jnp.asarray(True),
         "nfev": jnp.asarray(1, jnp.int32),
         "history": history,
     }
@@ -151,37 +181,51 @@ def iterate(
 
     def body(c):
         active = c["active"]
-        z_new, fz_new, memory, nfev = solver.step(fn, c["z"], c["fz"], c["memory"], active)
+        if per_sample:
+            hold = c["hold"]
+            evaluate = lambda y: fn(_select(active, y, hold))  # noqa: E731
+        else:
+            evaluate = fn
+        z_new, fz_new, memory, nfev = solver.step(evaluate, c["z"], c["fz"], c["memory"], active)
         k = c["k"] + 1
-        abs_n, rel_n = residuals(z_new, fz_new)
-        res_n = rel_n if pick_rel else abs_n
+        abs_n, scale_n, res_n = measure(z_new, fz_new)
         finite = jnp.isfinite(abs_n)
-        update = active & finite
-        z, fz = _select(update, z_new, c["z"]), _select(update, fz_new, c["fz"])
-        improved = update & (res_n < c["best_res"])
-        converged = c["converged"] | (update & (res_n <= tol))
-        nonfinite = c["nonfinite"] | (active & ~finite)
-        diverged = c["diverged"] | (update & (abs_n > divergence_ratio * first_abs))
-        history = c["history"]
-        if history is not None:
-            history = history.at[:, k - 1].set(jnp.where(update, res_n, history[:, k - 2]))
-        return {
-            "k": k,
-            "z": z,
-            "fz": fz,
-            "memory": memory,
-            "best_z": _select(improved, z, c["best_z"]),
-            "best_res": jnp.where(improved, res_n, c["best_res"]),
-            "best_abs": jnp.where(improved, abs_n, c["best_abs"]),
-            "best_rel": jnp.where(improved, rel_n, c["best_rel"]),
-            "nstep": jnp.where(active, k, c["nstep"]),
-            "converged": converged,
-            "nonfinite": nonfinite,
-            "diverged": diverged,
-            "active": active & ~(converged | nonfinite | diverged),
-            "nfev": c["nfev"] + nfev,
-            "history": history,
-        }
+        out = dict(c, k=k, z=z_new, fz=fz_new, memory=memory, nfev=c["nfev"] + nfev)
+        if per_sample:
+            update = active & finite
+            improved = update & (res_n < c["best_res"])
+            now_converged = update & (res_n <= tol)
+            now_nonfinite = active & ~finite
+            now_diverged = update & (abs_n > diverge_at)
+            stopped = now_converged | now_nonfinite | now_diverged
+            # A sample that turned NaN/Inf freezes at its last finite iterate.
+            frozen_at = _select(now_nonfinite, c["z"], z_new)
+            out["hold"] = _select(stopped, frozen_at, hold)
+            out["converged"] = c["converged"] | now_converged
+            out["nonfinite"] = c["nonfinite"] | now_nonfinite
+            out["diverged"] = c["diverged"] | now_diverged
+            out["active"] = active & ~stopped
+            out["nstep"] = jnp.where(active, k, c["nstep"])
+            out["whole"] = jnp.all(improved)
+        else:
+            update = jnp.broadcast_to(jnp.all(finite), finite.shape)
+            improved = update & (jnp.max(res_n) < jnp.max(c["best_res"]))
+            converged = finite & (res_n <= tol)
+            out["converged"] = jnp.where(improved, converged, c["converged"])
+            out["nonfinite"] = c["nonfinite"] | ~finite
+            out["diverged"] = c["diverged"] | (abs_n > diverge_at)
+            stop = jnp.all(converged) | jnp.any(out["nonfinite"] | out["diverged"])
+            out["active"] = active & ~stop
+            out["nstep"] = jnp.broadcast_to(k, c["nstep"].shape)
+            out["whole"] = improved[0] if batch else jnp.asarray(True)
+        out["best_z"] = _select(improved, z_new, c["best_z"])
+        out["best_abs"] = jnp.where(improved, abs_n, c["best_abs"])
+        out["best_scale"] = jnp.where(improved, scale_n, c["best_scale"])
+        out["best_res"] = jnp.where(improved, res_n, c["best_res"])
+        if trace:
+            history = c["history"]
+            out["history"] = history.at[:, k - 1].set(jnp.where(update, res_n, history[:, k - 2]))
+        return out
 
     if unroll:
         c = jax.lax.fori_loop(
@@ -189,24 +233,35 @@ def iterate(
         )
     else:
         c = jax.lax.while_loop(running, body, carry)
+    z_out = c["best_z"]
+    kept = (c["best_abs"], c["best_scale"], c["best_res"], c["converged"], c["nfev"])
+    abs_r, scale, res, converged, nfev = kept
+    if per_sample:
+        # Some samples were frozen, or kept an earlier iterate: f has not seen this batch
+        # whole, and a coupled f may give it other residuals than the ones kept.
+        def recheck(_):
+            abs_f, scale_f, res_f = measure(z_out, fn(z_out))
+            return abs_f, scale_f, res_f, jnp.isfinite(abs_f) & (res_f <= tol), nfev + 1
+
+        abs_r, scale, res, converged, nfev = jax.lax.cond(c["whole"], lambda _: kept, recheck, None)
     status = jnp.where(
         jnp.any(c["nonfinite"]),
         int(Status.NONFINITE),
         jnp.where(
             jnp.any(c["diverged"]),
             int(Status.DIVERGED),
-            jnp.where(jnp.all(c["converged"]), int(Status.CONVERGED), int(Status.MAX_ITER)),
+            jnp.where(jnp.all(converged), int(Status.CONVERGED), int(Status.MAX_ITER)),
         ),
     ).astype(jnp.int32)
     return Solution(
-        z=c["best_z"],
+        z=z_out,
         status=StatusCode(status),
-        converged=c["converged"],
+        converged=converged,
         nstep=c["nstep"],
-        residual=c["best_res"],
-        abs_residual=c["best_abs"],
-        rel_residual=c["best_rel"],
-        nfev=c["nfev"],
+        residual=res,
+        abs_residual=abs_r,
+        rel_residual=abs_r / scale,
+        nfev=nfev,
         trace=c["history"],
         state=solver.final_state(c["memory"]) if keep_state else None,
         stop_mode=stop_mode,
@@ -214,13 +269,27 @@ def iterate(
     )
 
 
-def iterate_with(solver: Solver, fn, z0: jax.Array, consts: tuple, **options) -> Solution:
-    """:func:`iterate` on ``z = fn(z, *consts)`` as one jitted computation.
+def _solve_program(solver: Solver, program: Program, options: tuple) -> Callable:
+    def run(z0, consts):
+        return iterate(solver, lambda z: program(z, *consts), z0, **dict(options))
+
+    return run
+
+
+def iterate_with(solver: Solver, program: Program, z0: jax.Array, consts: tuple, **options):
+    """:func:`iterate` on ``z = program(z, *consts)`` as one jitted computation.
 
     Called eagerly, this compiles the whole solve once instead of dispatching the setup op by op
-    around a separately compiled loop (several times faster for a first call); under an outer
-    trace the inner ``jax.jit`` is simply inlined. ``consts`` travel as arguments, not as
-    constants baked into the compiled program.
+    around a separately compiled loop, and a later call with an equal program, solver, options
+    and shapes reuses the compiled solve; under an outer trace it is simply inlined. ``consts``
+    travel as arguments, never as constants baked into the compiled program.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from deqkit.jax import FixedPoint
+    >>> w = jnp.full((1, 2), 0.5)
+    >>> program, consts = Program.lift(jax.make_jaxpr(lambda z: w * z + 1.0)(jnp.zeros((1, 2))))
+    >>> round(float(iterate_with(FixedPoint(), program, jnp.zeros((1, 2)), consts).z[0, 0]), 3)
+    2.0
     """
-    run = jax.jit(lambda z0, consts: iterate(solver, lambda z: fn(z, *consts), z0, **options))
-    return run(z0, consts)
+    run = cached_jit(_solve_program, solver, program, tuple(sorted(options.items())))
+    return run(z0, tuple(consts))
