@@ -13,13 +13,13 @@ overrides live in :mod:`deqkit.train.recipe`.
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..backward import BACKWARDS
 from ..core import DEFAULTS, FAILURE_POLICIES, STOP_MODES, check_compatible
 from ..solvers import SOLVERS
+from ._checks import build_options, check_choice, check_field, check_number, set_field
 from .errors import ConfigError
 
 __all__ = [
@@ -33,40 +33,6 @@ __all__ = [
     "TrainConfig",
     "deq_kwargs",
 ]
-
-
-def _check(name: str, value: Any, kind: type, minimum=None, strict=False, maximum=None):
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-        article = "an" if kind is int else "a"
-        raise ConfigError(f"{name} must be {article} {kind.__name__}, got {value!r}")
-    value = kind(value)
-    if kind is float and not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    if minimum is not None and (value <= minimum if strict else value < minimum):
-        raise ConfigError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be <= {maximum}, got {value!r}")
-    return value
-
-
-def _choice(name: str, value: Any, choices) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {sorted(choices)}, got {value!r}")
-
-
-def _set(obj, name, value):
-    object.__setattr__(obj, name, value)
-
-
-def _options(what: str, cls: type, options: dict):
-    valid = [f.name for f in fields(cls) if f.init]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(f"unknown {what} option(s) {unknown}; valid: {valid}")
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -91,22 +57,21 @@ class DEQConfig:
     jac_reg_vecs: int = 1
 
     def __post_init__(self):
-        _choice("deq.on_failure", self.on_failure, FAILURE_POLICIES)
-        _choice("deq.solver", self.solver, SOLVERS)
-        _choice("deq.backward", self.backward, BACKWARDS)
-        _choice("deq.stop_mode", self.stop_mode, STOP_MODES)
+        check_choice("deq.on_failure", self.on_failure, FAILURE_POLICIES)
+        check_choice("deq.solver", self.solver, SOLVERS)
+        check_choice("deq.backward", self.backward, BACKWARDS)
+        check_choice("deq.stop_mode", self.stop_mode, STOP_MODES)
         try:
             check_compatible(self.solver, self.backward)
         except ValueError as exc:
             raise ConfigError(f"deq: {exc}") from None
-        _set(self, "tol", _check("deq.tol", self.tol, float, 0.0, strict=True))
-        _set(self, "max_iter", _check("deq.max_iter", self.max_iter, int, 1))
+        check_field(self, "deq.tol", float, 0.0, strict=True)
+        check_field(self, "deq.max_iter", int, 1)
         if self.eval_max_iter is not None:
-            _set(self, "eval_max_iter", _check("deq.eval_max_iter", self.eval_max_iter, int, 1))
-        _set(self, "n_states", _check("deq.n_states", self.n_states, int, 1))
-        prob = _check("deq.jac_reg_prob", self.jac_reg_prob, float, 0.0, maximum=1.0)
-        _set(self, "jac_reg_prob", prob)
-        _set(self, "jac_reg_vecs", _check("deq.jac_reg_vecs", self.jac_reg_vecs, int, 1))
+            check_field(self, "deq.eval_max_iter", int, 1)
+        check_field(self, "deq.n_states", int, 1)
+        check_field(self, "deq.jac_reg_prob", float, 0.0, maximum=1.0)
+        check_field(self, "deq.jac_reg_vecs", int, 1)
         deq_kwargs(self)  # builds the solver and backward objects once, so errors surface now
 
 
@@ -117,8 +82,10 @@ def deq_kwargs(cfg: DEQConfig) -> dict:
     >>> kw["solver"], kw["max_iter"]
     (Anderson(m=3, lam=0.0001, damping=1.0), 10)
     """
-    solver = _options(f"deq.solver_options ({cfg.solver})", SOLVERS[cfg.solver], cfg.solver_options)
-    backward = _options(
+    solver = build_options(
+        f"deq.solver_options ({cfg.solver})", SOLVERS[cfg.solver], cfg.solver_options
+    )
+    backward = build_options(
         f"deq.backward_options ({cfg.backward})", BACKWARDS[cfg.backward], cfg.backward_options
     )
     kwargs = {
@@ -163,16 +130,14 @@ class DataConfig:
             data_source(self.name)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"data.name: {exc}") from None
-        _set(self, "batch_size", _check("data.batch_size", self.batch_size, int, 1))
+        check_field(self, "data.batch_size", int, 1)
         if self.eval_batch_size is None:
-            _set(self, "eval_batch_size", 4 * self.batch_size)
-        _set(self, "eval_batch_size", _check("data.eval_batch_size", self.eval_batch_size, int, 1))
+            set_field(self, "eval_batch_size", 4 * self.batch_size)
+        check_field(self, "data.eval_batch_size", int, 1)
         if self.root is not None and not isinstance(self.root, str):
             raise ConfigError(f"data.root must be a path string or null, got {self.root!r}")
-        frac = _check("data.val_fraction", self.val_fraction, float, 0.0)
-        if frac >= 1.0:
-            raise ConfigError(f"data.val_fraction must be in [0, 1), got {frac!r}")
-        _set(self, "val_fraction", frac)
+        if check_field(self, "data.val_fraction", float, 0.0) >= 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction!r}")
 
 
 @dataclass(frozen=True)
@@ -192,15 +157,15 @@ class OptimConfig:
     grad_clip: float | None = 1.0
 
     def __post_init__(self):
-        _choice("optim.name", self.name, ("adam", "adamw", "sgd"))
-        _choice("optim.scheduler", self.scheduler, ("cosine", "constant"))
-        _set(self, "lr", _check("optim.lr", self.lr, float, 0.0, strict=True))
-        _set(self, "weight_decay", _check("optim.weight_decay", self.weight_decay, float, 0.0))
-        _set(self, "momentum", _check("optim.momentum", self.momentum, float, 0.0))
-        _set(self, "warmup_steps", _check("optim.warmup_steps", self.warmup_steps, int, 0))
+        check_choice("optim.name", self.name, ("adam", "adamw", "sgd"))
+        check_choice("optim.scheduler", self.scheduler, ("cosine", "constant"))
+        check_field(self, "optim.lr", float, 0.0, strict=True)
+        check_field(self, "optim.weight_decay", float, 0.0)
+        check_field(self, "optim.momentum", float, 0.0)
+        check_field(self, "optim.warmup_steps", int, 0)
         if self.grad_clip is not None:
-            clip = _check("optim.grad_clip", self.grad_clip, float, 0.0)
-            _set(self, "grad_clip", clip if clip > 0 else None)
+            clip = check_number("optim.grad_clip", self.grad_clip, float, 0.0)
+            set_field(self, "grad_clip", clip if clip > 0 else None)
 
 
 @dataclass(frozen=True)
@@ -226,15 +191,11 @@ class LossConfig:
 
     def __post_init__(self):
         for key in ("jac_weight", "jac_weight_step", "skip_weight"):
-            _set(self, key, _check(f"loss.{key}", getattr(self, key), float, 0.0))
-        _set(
-            self, "jac_weight_every", _check("loss.jac_weight_every", self.jac_weight_every, int, 0)
-        )
+            check_field(self, f"loss.{key}", float, 0.0)
+        check_field(self, "loss.jac_weight_every", int, 0)
         if self.jac_weight_max is not None:
-            _set(
-                self, "jac_weight_max", _check("loss.jac_weight_max", self.jac_weight_max, float, 0)
-            )
-        _set(self, "fpc_gamma", _check("loss.fpc_gamma", self.fpc_gamma, float, 0.0, True, 1.0))
+            check_field(self, "loss.jac_weight_max", float, 0)
+        check_field(self, "loss.fpc_gamma", float, 0.0, strict=True, maximum=1.0)
 
     def jac_at(self, step: int) -> float:
         """The Jacobian-penalty weight before optimiser step ``step`` (0-based)."""
@@ -284,21 +245,17 @@ class TrainConfig:
     tensorboard: bool = True
 
     def __post_init__(self):
-        _set(self, "steps", _check("train.steps", self.steps, int, 1))
+        check_field(self, "train.steps", int, 1)
         if self.pretrain_unroll is not None:
-            _set(
-                self,
-                "pretrain_unroll",
-                _check("train.pretrain_unroll", self.pretrain_unroll, int, 1),
-            )
+            check_field(self, "train.pretrain_unroll", int, 1)
         for key in ("eval_every", "checkpoint_every", "pretrain_steps", "seed", "threads"):
-            _set(self, key, _check(f"train.{key}", getattr(self, key), int, 0))
-        _set(self, "budget_delta", _check("train.budget_delta", self.budget_delta, int, 0))
-        _set(self, "log_every", _check("train.log_every", self.log_every, int, 1))
-        _set(self, "max_skips", _check("train.max_skips", self.max_skips, int, 1))
-        _choice("train.device", self.device, ("auto", "cpu", "cuda"))
-        _choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
-        _choice("train.on_nonfinite", self.on_nonfinite, ("stop", "skip"))
+            check_field(self, f"train.{key}", int, 0)
+        check_field(self, "train.budget_delta", int, 0)
+        check_field(self, "train.log_every", int, 1)
+        check_field(self, "train.max_skips", int, 1)
+        check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        check_choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
+        check_choice("train.on_nonfinite", self.on_nonfinite, ("stop", "skip"))
         for key in ("warm_start", "compile", "tensorboard"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"train.{key} must be true or false, got {getattr(self, key)!r}")

@@ -5,135 +5,39 @@ record per step, one ``eval`` record per evaluation), TensorBoard event files, `
 (the latest), ``best.pt`` (the best by the task's deciding metric), and at the end
 ``trace.json`` (residual vs iteration on test samples), ``pictures/`` (the task's images) and
 ``summary.json`` (covering the whole run, across resumes).
+
+:func:`train` runs the phases in order: setup (:mod:`~deqkit.train.run`), then per step one
+optimiser step (:func:`_train_step`, which also handles a non-finite step) followed by the
+evaluation and checkpoint cadence (:func:`_after_step`), and at the end the final evaluation,
+checkpoint and run files (:func:`_finish`). Checkpoint and resume are in
+:mod:`~deqkit.train.resume`, the summary in :mod:`~deqkit.train.summary`.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 import deqkit as dk
 
-from .board import Board
-from .build import (
-    build_model,
-    build_optimizer,
-    build_scheduler,
-    build_task,
-    prepare_data,
-    resume_scheduler,
-    seed_everything,
-)
-from .checkpoint import (
-    FORMAT,
-    capture_rng,
-    load_checkpoint,
-    load_model_state,
-    restore_rng,
-    save_checkpoint,
-)
+from .checkpoint import load_checkpoint
 from .config import Config
-from .distributed import DistEnv, all_gather_objects, replica_spread
+from .distributed import DistEnv, replica_spread
 from .errors import RunError
 from .evaluate import evaluate, residual_trace
-from .layers import DEQLayers, WarmStart
-from .logging import MetricsLog, strict_json
-from .step import NonFinite, StepParts, run_step
+from .logging import strict_json
+from .resume import last_good_checkpoint, save_run
+from .run import Run, attach, setup_run
+from .rundir import check_run_dir, save_pictures
+from .step import NonFinite, run_step
+from .summary import MEAN_KEYS, add_step, run_summary
 
 __all__ = ["check_run_dir", "train"]
-
-_MEAN_KEYS = ("fwd_nstep", "fwd_residual", "fwd_converged", "bwd_nstep", "bwd_residual")
-
-
-def check_run_dir(out: Path, resume: bool, force: bool) -> None:
-    """Refuse a run directory that is a file, lies under a file, or holds another run.
-
-    >>> import tempfile
-    >>> run = Path(tempfile.mkdtemp())
-    >>> check_run_dir(run, resume=False, force=False)    # empty: fine
-    >>> _ = (run / "metrics.jsonl").write_text("")
-    >>> check_run_dir(run, resume=False, force=False)
-    Traceback (most recent call last):
-    ...
-    deqkit.train.errors.RunError: ... already holds a run (metrics.jsonl); use --resume to continue it, --force to start over (deletes it) or another --out
-    """  # noqa: E501
-    for parent in (out, *out.parents):
-        if parent.exists() and not parent.is_dir():
-            where = "is a file" if parent == out else f"lies under the file {parent}"
-            raise RunError(f"--out {out} {where}; choose a directory")
-    if resume:
-        if not (out / "checkpoint.pt").is_file():
-            raise RunError(f"--resume: {out / 'checkpoint.pt'} does not exist")
-        return
-    taken = [n for n in ("checkpoint.pt", "metrics.jsonl", "config.yaml") if (out / n).exists()]
-    if taken and not force:
-        raise RunError(
-            f"{out} already holds a run ({', '.join(taken)}); use --resume to continue it, "
-            "--force to start over (deletes it) or another --out"
-        )
-
-
-_RUN_FILES = (
-    "checkpoint.pt",
-    "best.pt",
-    "metrics.jsonl",
-    "config.yaml",
-    "summary.json",
-    "trace.json",
-)
-
-
-def _clear_run(out: Path) -> None:
-    # Only what a run writes: --force on a directory that holds other files keeps them.
-    for name in _RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    for event in out.glob("events.out.tfevents.*"):
-        event.unlink()
-    if (out / "pictures").is_dir():
-        shutil.rmtree(out / "pictures")
-
-
-def _config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_differences(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return out
-
-
-_NOT_SHOWN = {"loss", "lr", "grad_norm", "jac_weight", "max_iter", "task", *_MEAN_KEYS}
-
-
-def _postfix(record: dict) -> str:
-    keys = [k for k in record if k not in _NOT_SHOWN and isinstance(record[k], float)]
-    text = " ".join(f"{k} {record[k]:.3f}" for k in ["loss", *keys[:3]])
-    if "fwd_nstep" in record:
-        text += f" | fwd {record['fwd_nstep']:.1f} it res {record['fwd_residual']:.1e}"
-    if "bwd_nstep" in record:
-        text += f" | bwd {record['bwd_nstep']:.1f} it res {record['bwd_residual']:.1e}"
-    return text
-
-
-def _save_pictures(out: Path, pictures: dict[str, Any]) -> None:
-    if not pictures:
-        return
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    folder = out / "pictures"
-    folder.mkdir(exist_ok=True)
-    for name, image in pictures.items():
-        plt.imsave(folder / f"{name}.png", np.clip(np.asarray(image, dtype=float), 0.0, 1.0))
 
 
 def train(
@@ -165,232 +69,180 @@ def train(
     env = env or DistEnv()
     out = Path(out_dir)
     check_run_dir(out, resume, force)
-    ckpt_path = out / "checkpoint.pt"
-    state = load_checkpoint(ckpt_path) if resume else None
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    seed = cfg.train.seed
-    seed_everything(seed)
-    # Everything the recipe can get wrong is built before the run directory is touched.
-    data = prepare_data(cfg, state.get("data_state") if state is not None else None)
-    model = build_model(cfg, data.info).to(env.device)
-    task = build_task(cfg, data.info)
-    optimizer = build_optimizer(cfg.optim, model)
-    scheduler = build_scheduler(cfg.optim, optimizer, cfg.train.steps)
-    start, totals = 0, {"steps": 0, "time": 0.0, "solved_steps": 0, "skipped": 0}
-    best: dict[str, Any] = {"value": None, "step": None}
-    if state is not None:
-        diffs = _config_differences(state["config"], cfg.to_dict())
-        if diffs and env.is_main:
-            print(f"[deqkit] resuming with a changed config: {'; '.join(diffs)}")
-        load_model_state(model, state["model"], f"--resume: {ckpt_path}")
-        optimizer.load_state_dict(state["optimizer"])
-        resume_scheduler(scheduler, state["scheduler"])
-        rng = state.get("rng") or []
-        if len(rng) == env.world:
-            restore_rng(rng[env.rank])
-        else:
-            seed_everything(seed + 7919 * (state["step"] + 1) + env.rank)
-        start = int(state["step"])
-        totals.update(state.get("totals", {}))
-        best.update(state.get("best", {}))
-        if start >= cfg.train.steps:
-            summary_file = out / "summary.json"
-            if env.is_main:
-                print(f"[deqkit] {out} finished at step {start}; nothing to resume")
-            return json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    elif env.distributed:
-        # Model init is identical on all ranks; the dropout streams must not be.
-        torch.manual_seed(seed + 104729 * env.rank)
-    layers = DEQLayers(model)
-    if cfg.train.compile:
-        layers.compile()
-    warm = WarmStart(layers.layers[0], len(data.train)) if cfg.train.warm_start and layers else None
-    unroll = cfg.train.pretrain_unroll or cfg.deq.max_iter
-    log = MetricsLog(out / "metrics.jsonl")
-    board = None
-    if env.is_main:
-        if force and not resume:
-            _clear_run(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(_yaml(cfg.to_dict()))
-        if resume:
-            log.truncate_after(start)
-        if cfg.train.tensorboard:
-            board = Board(out, purge_step=start + 1 if resume else None)
-    net: nn.Module = model
-    if env.distributed:
-        ids = [env.device.index] if env.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    scaler = None
-    if cfg.train.precision == "fp16":
-        scaler = torch.amp.GradScaler(env.device.type)
-    parts = StepParts(model, net, task, data.train, optimizer, scheduler, layers, env, warm, scaler)
-    eval_set, eval_name = (data.val, "val") if data.val is not None else (data.test, "test")
-
-    def checkpoint(step: int, path: Path = ckpt_path) -> None:
-        rng = all_gather_objects(capture_rng(), env)
-        if env.is_main:
-            save_checkpoint(
-                path,
-                {
-                    "format": FORMAT,
-                    "step": step,
-                    "config": cfg.to_dict(),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng,
-                    "data_state": data.state,
-                    "data_info": data.info,
-                    "totals": dict(totals),
-                    "best": dict(best),
-                    "threads": torch.get_num_threads(),
-                },
-            )
-        env.barrier()
-
-    def run_eval(step: int) -> dict:
-        metrics, pictures = evaluate(
-            model, task, eval_set, cfg.data.eval_batch_size, env, pictures=env.is_main
-        )
-        value = metrics.get(task.best.metric)
-        if value is not None and task.best.better(value, best["value"]):
-            best.update(value=value, step=step)
-        if env.is_main:
-            log.write(kind="eval", step=step, split=eval_name, **metrics)
-            if board is not None:
-                board.scalars(eval_name, step, metrics)
-                board.images(eval_name, step, pictures)
-        return {**metrics, "_pictures": pictures}
-
+    state = load_checkpoint(out / "checkpoint.pt") if resume else None
+    run = setup_run(cfg, out, env, state)
+    if run.finished:
+        return _finished(run)
+    attach(run, resume=resume, force=force)
     from tqdm import tqdm
 
     bar = tqdm(
         total=cfg.train.steps,
-        initial=start,
+        initial=run.start,
         disable=not (progress and env.is_main),
         dynamic_ncols=True,
         desc=out.name or "train",
     )
-    skipped_in_row = 0
-    model.train()
+    run.model.train()
     with warnings.catch_warnings():
         # Unconverged training solves are expected (tight budgets); they are logged per step.
         warnings.simplefilter("ignore", dk.DEQWarning)
-        for step in range(start, cfg.train.steps):
+        for step in range(run.start, cfg.train.steps):
             if stop_after is not None and step >= stop_after:
-                bar.close()
-                if board is not None:
-                    board.close()
+                _close(run, bar)
                 return {}
-            tic = time.perf_counter()
-            # The mode follows from the step alone, so a resumed run picks the same one.
-            pretraining = step < cfg.train.pretrain_steps
-            layers.pretrain(unroll if pretraining else 0)
-            done = step + 1
-            try:
-                record = run_step(cfg, parts, step, pretraining)
-            except NonFinite as exc:
-                totals["skipped"] += 1
-                skipped_in_row += 1
-                if cfg.train.on_nonfinite == "stop" or skipped_in_row > cfg.train.max_skips:
-                    bar.close()
-                    if board is not None:
-                        board.close()
-                    kept = load_checkpoint(ckpt_path)["step"] if ckpt_path.is_file() else None
-                    last = f"{ckpt_path} (step {kept})" if kept is not None else "none written yet"
-                    why = "" if cfg.train.on_nonfinite == "stop" else " (too many in a row)"
-                    raise RunError(
-                        f"step {done}: non-finite training ({exc}){why}; run stopped. Last good "
-                        f"checkpoint: {last}. Lower optim.lr, or set train.on_nonfinite=skip"
-                    ) from None
-                if env.is_main:
-                    log.write(kind="train", step=done, skipped=True, reason=str(exc))
-                bar.update(1)
-                continue
-            skipped_in_row = 0
-            elapsed = time.perf_counter() - tic
-            totals["steps"] += 1
-            totals["time"] += elapsed
-            if not pretraining:  # solver statistics average over the steps that solved
-                totals["solved_steps"] += 1
-                for key in _MEAN_KEYS:
-                    if key in record:
-                        totals[key] = totals.get(key, 0.0) + record[key]
-            if pretraining:
-                record["pretrain"] = True
-            if env.is_main:
-                log.write(kind="train", step=done, time=elapsed, **record)
-                if board is not None and (done % cfg.train.log_every == 0 or done == 1):
-                    board.scalars("train", done, record)
-            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-                bar.set_postfix_str(_postfix(record), refresh=False)
-            bar.update(1)
-            if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < cfg.train.steps:
-                metrics = run_eval(done)
-                if env.is_main:
-                    text = " ".join(f"{k} {metrics[k]:.4f}" for k in [task.best.metric, "loss"])
-                    bar.write(f"step {done}: {eval_name} {text}")
-                if best["step"] == done:
-                    checkpoint(done, out / "best.pt")
-            if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0:
-                checkpoint(done)
+            if _train_step(run, step, bar) is not None:
+                _after_step(run, step + 1, bar)
     bar.close()
-    if warm is not None:
-        warm.close()
+    return _finish(run)
+
+
+def _finished(run: Run) -> dict:
+    # --resume of a run that already reached its last step.
+    summary_file = run.out / "summary.json"
+    if run.env.is_main:
+        print(f"[deqkit] {run.out} finished at step {run.start}; nothing to resume")
+    return json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+
+
+def _close(run: Run, bar: Any) -> None:
+    bar.close()
+    if run.board is not None:
+        run.board.close()
+
+
+def _train_step(run: Run, step: int, bar: Any) -> dict | None:
+    """Optimiser step ``step`` (0-based), logged; None when the step was skipped as non-finite."""
+    cfg, env = run.cfg, run.env
+    tic = time.perf_counter()
+    # The mode follows from the step alone, so a resumed run picks the same one.
+    pretraining = step < cfg.train.pretrain_steps
+    run.layers.pretrain((cfg.train.pretrain_unroll or cfg.deq.max_iter) if pretraining else 0)
+    done = step + 1
+    try:
+        record = run_step(cfg, run.parts, step, pretraining)
+    except NonFinite as exc:
+        _skip_or_stop(run, done, exc, bar)
+        return None
+    run.skipped_in_row = 0
+    elapsed = time.perf_counter() - tic
+    add_step(run.totals, record, elapsed, solved=not pretraining)
+    if pretraining:
+        record["pretrain"] = True
+    if env.is_main:
+        run.log.write(kind="train", step=done, time=elapsed, **record)
+        if run.board is not None and (done % cfg.train.log_every == 0 or done == 1):
+            run.board.scalars("train", done, record)
+    if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+        bar.set_postfix_str(_postfix(record), refresh=False)
+    bar.update(1)
+    return record
+
+
+def _skip_or_stop(run: Run, done: int, exc: NonFinite, bar: Any) -> None:
+    """A non-finite step: counted, then the run stops (``train.on_nonfinite: stop``, or too
+    many skips in a row) naming the last good checkpoint, or the batch is skipped and logged."""
+    cfg = run.cfg
+    run.totals["skipped"] += 1
+    run.skipped_in_row += 1
+    if cfg.train.on_nonfinite == "stop" or run.skipped_in_row > cfg.train.max_skips:
+        _close(run, bar)
+        last = last_good_checkpoint(run.checkpoint_path)
+        why = "" if cfg.train.on_nonfinite == "stop" else " (too many in a row)"
+        raise RunError(
+            f"step {done}: non-finite training ({exc}){why}; run stopped. Last good "
+            f"checkpoint: {last}. Lower optim.lr, or set train.on_nonfinite=skip"
+        ) from None
+    if run.env.is_main:
+        run.log.write(kind="train", step=done, skipped=True, reason=str(exc))
+    bar.update(1)
+
+
+def _after_step(run: Run, done: int, bar: Any) -> None:
+    """The evaluation and checkpoint cadence after ``done`` steps (the last step's evaluation
+    and checkpoint are :func:`_finish`'s)."""
+    cfg = run.cfg
+    if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < cfg.train.steps:
+        metrics, _ = _evaluate(run, done)
+        if run.env.is_main:
+            text = " ".join(f"{k} {metrics[k]:.4f}" for k in [run.task.best.metric, "loss"])
+            bar.write(f"step {done}: {run.eval_split[1]} {text}")
+        if run.best["step"] == done:
+            save_run(run, done, run.out / "best.pt")
+    if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0:
+        save_run(run, done)
+
+
+def _evaluate(run: Run, step: int) -> tuple[dict, dict]:
+    """Evaluate on the run's evaluation split, keep the best, log it; (metrics, pictures)."""
+    eval_set, eval_name = run.eval_split
+    metrics, pictures = evaluate(
+        run.model, run.task, eval_set, run.cfg.data.eval_batch_size, run.env,
+        pictures=run.env.is_main,
+    )  # fmt: skip
+    value = metrics.get(run.task.best.metric)
+    if value is not None and run.task.best.better(value, run.best["value"]):
+        run.best.update(value=value, step=step)
+    if run.env.is_main:
+        run.log.write(kind="eval", step=step, split=eval_name, **metrics)
+        if run.board is not None:
+            run.board.scalars(eval_name, step, metrics)
+            run.board.images(eval_name, step, pictures)
+    return metrics, pictures
+
+
+def _finish(run: Run) -> dict:
+    """The final evaluation and checkpoint, the test metrics, then (rank 0) the run files."""
+    cfg, env, out, model, task = run.cfg, run.env, run.out, run.model, run.task
+    if run.warm is not None:
+        run.warm.close()
     final_step = cfg.train.steps
     if cfg.train.pretrain_steps < final_step:
-        layers.pretrain(0)
-    final = run_eval(final_step)
-    if best["step"] == final_step:
-        checkpoint(final_step, out / "best.pt")
+        run.layers.pretrain(0)
+    test, pictures = _evaluate(run, final_step)
+    if run.best["step"] == final_step:
+        save_run(run, final_step, out / "best.pt")
     if not (cfg.train.checkpoint_every and final_step % cfg.train.checkpoint_every == 0):
-        checkpoint(final_step)
-    pictures = final.pop("_pictures")
-    test = final
+        save_run(run, final_step)
+    eval_name = run.eval_split[1]
     if eval_name != "test":
-        test, _ = evaluate(model, task, data.test, cfg.data.eval_batch_size, env)
+        test, _ = evaluate(model, task, run.data.test, cfg.data.eval_batch_size, env)
     # DDP keeps replicas equal by construction; checking costs two all-reduces and catches a
     # model whose buffers or unsynchronised state drift apart.
     spread = replica_spread(model, env)
     if not env.is_main:
         return {}
-    if board is not None:
+    if run.board is not None:
         if eval_name != "test":  # the final evaluation already logged the test split
-            board.scalars("test", final_step, test)
-        board.close()
-    trace = residual_trace(model, task, data.test, env.device)
+            run.board.scalars("test", final_step, test)
+        run.board.close()
+    trace = residual_trace(model, task, run.data.test, env.device)
     (out / "trace.json").write_text(strict_json(trace))
-    _save_pictures(out, pictures)
-    n = max(totals["steps"], 1)
-    summary = {
-        "step": final_step,
-        "task": task.name,
-        "best_metric": task.best.metric,
-        "best_mode": task.best.mode,
-        f"best_{eval_name}_{task.best.metric}": best["value"],
-        "best_step": best["step"],
-        **{f"test_{k}": v for k, v in test.items() if k != "n"},
-        "test_n": test.get("n"),
-        "train_seconds": totals["time"],
-        "seconds_per_step": totals["time"] / n,
-        "skipped_steps": totals["skipped"],
-        "threads": torch.get_num_threads(),
-        "world_size": env.world,
-        "replica_max_diff": spread,
-        **{
-            f"mean_{k}": totals[k] / totals["solved_steps"]
-            for k in _MEAN_KEYS
-            if k in totals and totals["solved_steps"]
-        },
-        "checkpoint": str(ckpt_path),
-    }
+    save_pictures(out, pictures)
+    summary = run_summary(
+        step=final_step,
+        task=task,
+        eval_name=eval_name,
+        best=run.best,
+        test=test,
+        totals=run.totals,
+        threads=torch.get_num_threads(),
+        world_size=env.world,
+        replica_max_diff=spread,
+        checkpoint=str(run.checkpoint_path),
+    )
     (out / "summary.json").write_text(strict_json(summary, indent=2))
     return json.loads(strict_json(summary))
 
 
-def _yaml(data: dict) -> str:
-    import yaml
+_NOT_SHOWN = {"loss", "lr", "grad_norm", "jac_weight", "max_iter", "task", *MEAN_KEYS}
 
-    return yaml.safe_dump(data, sort_keys=False)
+
+def _postfix(record: dict) -> str:
+    keys = [k for k in record if k not in _NOT_SHOWN and isinstance(record[k], float)]
+    text = " ".join(f"{k} {record[k]:.3f}" for k in ["loss", *keys[:3]])
+    if "fwd_nstep" in record:
+        text += f" | fwd {record['fwd_nstep']:.1f} it res {record['fwd_residual']:.1e}"
+    if "bwd_nstep" in record:
+        text += f" | bwd {record['bwd_nstep']:.1f} it res {record['bwd_residual']:.1e}"
+    return text
