@@ -19,12 +19,14 @@ from __future__ import annotations
 import threading
 import types
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from .._compat import tensor_is_view
 from .._validate import check_int
+from ..core import stop_residual
 
 __all__ = [
     "bookkeeping",
@@ -91,11 +93,12 @@ def bookkeeping(device: torch.device) -> types.SimpleNamespace:
 
 
 def norms(
-    z: torch.Tensor, fz: torch.Tensor, diff: torch.Tensor | None = None
-) -> tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample ``(‖f(z) − z‖, ‖f(z) − z‖ / ‖f(z)‖)``: host arrays from one device-to-host copy
-    on a CPU, device tensors elsewhere. Computed in the state's dtype (float32 at least), like
-    the solvers. ``diff``, when given, is ``fz − z`` already computed by the solver.
+    z: torch.Tensor, fz: torch.Tensor, diff: torch.Tensor | None = None, stop_mode: str = "rel"
+) -> tuple[Any, Any, Any]:
+    """Per-sample ``(‖f(z) − z‖, ‖f(z) − z‖ / ‖f(z)‖, the residual of stop_mode)``: host arrays
+    from one device-to-host copy on a CPU, device tensors elsewhere. Computed in the state's
+    dtype (float32 at least), like the solvers. ``diff``, when given, is ``fz − z`` already
+    computed by the solver.
     """
     with torch.no_grad():
         if diff is None:
@@ -104,10 +107,18 @@ def norms(
         if not host_side(z.device):
             if abs_t.dtype not in (torch.float32, torch.float64):
                 abs_t, scale_t = abs_t.float(), scale_t.float()
-            return abs_t, abs_t / scale_t.clamp_min(torch.finfo(scale_t.dtype).tiny)
+            rel_t = abs_t / scale_t.clamp_min(torch.finfo(scale_t.dtype).tiny)
+            return abs_t, rel_t, _pick(stop_mode, abs_t, rel_t, scale_t)
         abs_res, scale = to_host((abs_t, scale_t))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return abs_res, abs_res / np.maximum(scale, np.finfo(scale.dtype).tiny)
+        rel = abs_res / np.maximum(scale, np.finfo(scale.dtype).tiny)
+        return abs_res, rel, _pick(stop_mode, abs_res, rel, scale)
+
+
+def _pick(stop_mode: str, abs_res: Any, rel: Any, scale: Any) -> Any:
+    if stop_mode == "rel":
+        return rel
+    return stop_residual(stop_mode, abs_res, scale)
 
 
 def _pool() -> dict:

@@ -7,8 +7,9 @@ with two methods:
 * ``step(evaluate, z, fz, memory, active)`` proposes the next iterate, evaluates it through
   ``evaluate`` (which counts f-evaluations) and returns ``(z_new, fz_new, memory)``;
 
-and three optional hooks: ``residual(memory)`` (``f(z) − z`` when at hand), ``final_state(memory)``
-(what ``Solution.state`` hands on) and ``release(memory)`` (buffers back to the pool).
+and optional hooks: ``mixes_rows`` (whether a step assembles ``fz_new`` from several
+evaluations), ``residual(memory)`` (``f(z) − z`` when at hand), ``final_state(memory)`` (what
+``Solution.state`` hands on) and ``release(memory)`` (buffers back to the pool).
 
 Everything else -- per-sample stopping and freezing, best-iterate tracking, divergence and NaN
 detection, traces and statistics -- lives once in :func:`~deqkit.solvers.iterate` (``loop.py``),
@@ -68,6 +69,14 @@ class Solver(abc.ABC):
         The loop keeps ``z_new`` and ``fz_new`` without copying them: never write into them (or
         return views of buffers the solver writes into) later.
         """
+
+    @property
+    def mixes_rows(self) -> bool:
+        """Whether a step may return ``fz_new`` assembled from rows of several evaluations of f
+        (a per-sample line search): then ``fz_new`` is ``f(z_new)`` only for f that does not
+        couple samples, and the loop evaluates f once more at the returned z to report the
+        truth. False by default."""
+        return False
 
     def residual(self, memory: Any) -> torch.Tensor | None:
         """``f(z) − z`` for the iterate the last step returned, when the solver has it at hand

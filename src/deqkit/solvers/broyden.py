@@ -77,6 +77,11 @@ class Broyden(BroydenOptions, Solver):
 
     name: ClassVar[str] = "broyden"
 
+    @property
+    def mixes_rows(self) -> bool:
+        """The per-sample line search mixes rows of its trial evaluations."""
+        return self.line_search
+
     def init(self, z: torch.Tensor, fz: torch.Tensor):
         g = fz - z
         # Memory: U, V, the update count, g(z) and the next direction −J⁻¹g(z) for the current

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from .._validate import check_bool, check_choice, check_float, check_int
-from ..core import DEFAULTS, STOP_MODES, Status, StopMode
+from ..core import DEFAULTS, STOP_MODES, STOP_SCOPES, Status, StopMode, StopScope
+from ._batch_loop import iterate_batch, status_of
 from ._cpu import bookkeeping, norms
 from .base import Evaluate, Solver
 from .solution import LayerOutputs, Solution
@@ -32,6 +33,7 @@ def iterate(
     tol: float = DEFAULTS["tol"],
     max_iter: int = DEFAULTS["max_iter"],
     stop_mode: StopMode = DEFAULTS["stop_mode"],
+    stop_scope: StopScope = DEFAULTS["stop_scope"],
     trace: bool = False,
     divergence_ratio: float = DEFAULTS["divergence_ratio"],
     sample_at: Sequence[int] = (),
@@ -39,11 +41,19 @@ def iterate(
 ) -> Solution:
     """Run ``solver`` on the fixed-point problem ``z = fn(z)`` for a (B, D) matrix ``z0``.
 
-    Stopping is per sample: a sample whose residual reaches ``tol`` is frozen while the others go
-    on, and the loop ends when no sample is active or after ``max_iter`` iterations. A sample whose
-    residual turns NaN/Inf, or grows past ``divergence_ratio`` times its first value, stops too.
+    With ``stop_scope="sample"`` (the default) stopping is per sample: a sample whose residual
+    reaches ``tol`` is frozen (f sees it at its frozen iterate) while the others go on, and the
+    loop ends when no sample is active or after ``max_iter`` iterations. A sample whose residual
+    turns NaN/Inf, or grows past ``divergence_ratio`` times its first value, stops too. With
+    ``stop_scope="batch"`` no sample stops alone: the whole batch iterates until every sample
+    meets ``tol`` at the same iterate (for f that couples samples), or until a sample fails.
     ``sample_at`` lists iterations at which the current iterate is recorded into
     ``outputs.states``; ``keep_state=True`` puts the solver's final state in ``Solution.state``.
+
+    The returned residuals and status are those of ``f`` at the returned z: when that z was not
+    the input of the last evaluation as a whole (a sample stopped earlier, a best iterate that is
+    not the last one, or a solver that mixes rows of several evaluations), f is evaluated once
+    more at it (counted in ``nfev``), so f coupling samples cannot leave a stale CONVERGED.
 
     The per-sample bookkeeping runs in NumPy on the host for CPU states and as device arithmetic
     elsewhere (see :mod:`deqkit.solvers._cpu`); both give the same numbers.
@@ -56,10 +66,26 @@ def iterate(
     check_float("tol", tol, minimum=0.0, strict_min=True)
     check_int("max_iter", max_iter, minimum=1)
     check_choice("stop_mode", stop_mode, STOP_MODES)
+    check_choice("stop_scope", stop_scope, STOP_SCOPES)
     check_float("divergence_ratio", divergence_ratio, minimum=1.0, strict_min=True)
     check_bool("keep_state", keep_state)
     if z0.dim() != 2:
         raise ValueError(f"solvers take a (B, D) matrix, got shape {tuple(z0.shape)}")
+    if z0.shape[0] == 0:
+        return _empty(z0, stop_mode, tol, trace, sample_at)
+    if stop_scope == "batch":
+        return iterate_batch(
+            solver,
+            fn,
+            z0,
+            tol=tol,
+            max_iter=max_iter,
+            stop_mode=stop_mode,
+            trace=trace,
+            divergence_ratio=divergence_ratio,
+            sample_at=sample_at,
+            keep_state=keep_state,
+        )
     device = z0.device
     xp = bookkeeping(device)
     nfev = 0
@@ -74,11 +100,9 @@ def iterate(
             z = _select(frozen[0], z, frozen[1])
         return fn(z)
 
-    pick_rel = stop_mode == "rel"
     z = z0
     fz = evaluate(z)
-    abs_r, rel_r = norms(z, fz)
-    res = rel_r if pick_rel else abs_r
+    abs_r, rel_r, res = norms(z, fz, None, stop_mode)
     finite = xp.isfinite(abs_r)
     diverge_at = divergence_ratio * xp.floor_tiny(abs_r)
     best_res, best_abs, best_rel = res, abs_r, rel_r
@@ -98,17 +122,22 @@ def iterate(
     # when samples stop, so per iteration no (B, D) select runs except f's frozen-input one.
     best_z = frozen_z = kept_best = z
     memory = solver.init(z, fz) if n_active else None
+    # Whether the returned z may differ from the last input of f as a whole: a step ran with
+    # frozen samples, or some sample's best iterate is older than its last one. Then f is
+    # evaluated once more at the end, so the residuals and status are true for a coupled f too.
+    froze = best_old = False
     k = 1
     while n_active and k < max_iter:
         frozen = None if n_active == batch else (active_t, frozen_z)
+        froze = froze or frozen is not None
         z_new, fz_new, memory = solver.step(evaluate, z, fz, memory, active_t)
         k += 1
-        abs_n, rel_n = norms(z_new, fz_new, solver.residual(memory))
-        res_n = rel_n if pick_rel else abs_n
+        abs_n, rel_n, res_n = norms(z_new, fz_new, solver.residual(memory), stop_mode)
         if n_active == batch and ((res_n > tol) & (res_n < best_res) & (abs_n <= diverge_at)).all():
             # Fast path: every sample moved, improved and goes on (NaN fails each comparison).
             nstep = nstep + 1
             best_z, best_res, best_abs, best_rel = z_new, res_n, abs_n, rel_n
+            best_old = False
             if history is not None:
                 history.append(res_n)
             if k in sample_at:
@@ -126,6 +155,7 @@ def iterate(
         converged |= now_converged
         nonfinite |= now_nonfinite
         diverged |= now_diverged
+        best_old = not improved.all()
         if (improved | ~active).all():
             best_z = z_new
         elif improved.any():
@@ -155,21 +185,21 @@ def iterate(
             solver.release(memory)
     if n_active < batch:
         best_z = _select(xp.to_device(~active, device), kept_best, best_z)
-    if nonfinite.any():
-        status = Status.NONFINITE
-    elif diverged.any():
-        status = Status.DIVERGED
-    elif converged.all():
-        status = Status.CONVERGED
-    else:
-        status = Status.MAX_ITER
+    if k > 1 and (froze or best_old or getattr(solver, "mixes_rows", False)):
+        # The truth check: one evaluation of f at the returned z, on the whole batch.
+        frozen = None
+        abs_c, rel_c, res_c = norms(best_z, evaluate(best_z), None, stop_mode)
+        finite = xp.isfinite(abs_c)
+        nonfinite = nonfinite | ~finite
+        best_res, best_abs, best_rel = res_c, abs_c, rel_c
+        converged = finite & (res_c <= tol)
 
     def to_torch(values: Any) -> torch.Tensor:
         return xp.to_device(values, device)
 
     return Solution(
         z=best_z,
-        status=status,
+        status=status_of(converged, nonfinite, diverged),
         converged=to_torch(converged),
         nstep=to_torch(nstep),
         residual=to_torch(best_res),
@@ -181,4 +211,26 @@ def iterate(
         trace=to_torch(xp.stack(history)) if history is not None else None,
         state=state,
         outputs=LayerOutputs(states=states) if sample_at else LayerOutputs(),
+    )
+
+
+def _empty(
+    z0: torch.Tensor, stop_mode: StopMode, tol: float, trace: bool, sample_at: Sequence[int]
+) -> Solution:
+    """The Solution of a batch without samples: nothing to solve, f is not called."""
+    none = torch.zeros(0, dtype=z0.dtype if z0.is_floating_point() else torch.float32)
+    return Solution(
+        z=z0,
+        status=Status.CONVERGED,
+        converged=torch.zeros(0, dtype=torch.bool),
+        nstep=torch.zeros(0, dtype=torch.int64),
+        residual=none,
+        abs_residual=none,
+        rel_residual=none,
+        nfev=0,
+        stop_mode=stop_mode,
+        tol=float(tol),
+        trace=torch.zeros(0, 0, dtype=none.dtype) if trace else None,
+        state=None,
+        outputs=LayerOutputs(states=[z0] if 1 in sample_at else [] if sample_at else None),
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from ..core.options import NewtonKrylovOptions
 from ._buffers import write_slot
@@ -26,7 +27,9 @@ class NewtonKrylov(NewtonKrylovOptions, Solver):
         krylov_tol: relative residual at which GMRES stops (all active samples).
         line_search: per-sample backtracking on ‖f(z) − z‖.
         max_halvings: backtracking trials per step.
-        jvp: "autodiff" (forward-mode, exact) or "finite_difference" (one extra f-call each).
+        jvp: "autodiff" (forward-mode AD on dual tensors, exact; works with modules that
+            update buffers, e.g. BatchNorm in train mode) or "finite_difference" (one extra
+            f-call each).
 
     >>> import deqkit as dk
     >>> f = lambda z: -2.0 * z + 1.0
@@ -37,12 +40,17 @@ class NewtonKrylov(NewtonKrylovOptions, Solver):
 
     name: ClassVar[str] = "newton_krylov"
 
+    @property
+    def mixes_rows(self) -> bool:
+        """The per-sample line search mixes rows of its trial evaluations."""
+        return self.line_search
+
     def init(self, z, fz):
         return None
 
     def _jvp(self, evaluate: Evaluate, z, fz, v):
         if self.jvp == "autodiff":
-            return torch.func.jvp(evaluate, (z,), (v,))[1]
+            return _forward_jvp(evaluate, z, v)
         eps = torch.finfo(z.dtype).eps ** 0.5
         h = eps * (1.0 + z.norm(dim=1, keepdim=True)) / v.norm(dim=1, keepdim=True).clamp_min(eps)
         return (evaluate(z + h * v) - fz) / h
@@ -89,3 +97,18 @@ class NewtonKrylov(NewtonKrylovOptions, Solver):
             z_new = z + direction
             fz_new = evaluate(z_new)
         return z_new, fz_new, memory
+
+
+def _forward_jvp(evaluate: Evaluate, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """J_f(z) v by forward-mode AD on dual tensors (not ``torch.func.jvp``): f may then update
+    buffers in place, as BatchNorm does in train mode; the buffers never keep a tangent."""
+    with fwAD.dual_level():
+        try:
+            out = evaluate(fwAD.make_dual(z, v))
+        except NotImplementedError as err:
+            raise ValueError(
+                f"NewtonKrylov(jvp='autodiff') needs forward-mode AD through f, which failed "
+                f"({err}); use NewtonKrylov(jvp='finite_difference')"
+            ) from err
+        tangent = fwAD.unpack_dual(out).tangent
+    return torch.zeros_like(z) if tangent is None else tangent

@@ -140,5 +140,7 @@ def _deprecated(name: str) -> None:
 
 
 def _span(values: torch.Tensor, fmt: str = "d") -> str:
+    if values.numel() == 0:
+        return "-"  # an empty batch
     lo, hi = values.min().item(), values.max().item()
     return f"{lo:{fmt}}" if lo == hi else f"{lo:{fmt}}..{hi:{fmt}}"
