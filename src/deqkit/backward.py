@@ -77,9 +77,17 @@ class Implicit(ImplicitOptions, Backward):
 
     Args:
         solver: solver for the adjoint fixed point u = g + Jᵀu (name or object).
-        tol: adjoint tolerance, in ``stop_mode``.
-        max_iter: adjoint iteration budget.
-        stop_mode: "rel" or "abs".
+        tol: adjoint tolerance, in ``stop_mode``; None (the default): the forward solve's tol,
+            so the gradient is as accurate as z* (a fixed tighter value costs adjoint steps
+            without making the gradient more accurate than the forward solve allows).
+        max_iter: adjoint iteration budget; None (the default): the forward's ``max_iter``.
+        stop_mode: "rel", "abs" or "mixed" (default "rel": scale-free in the loss).
+
+    Higher derivatives (``create_graph=True`` through this backward) are refused with a
+    ``NotImplementedError``: the adjoint u is found by a solve, not differentiated, so a second
+    derivative would silently miss the terms through u and z*. Use ``backward="unrolled"``
+    (exact for the unrolled solve) or ``"phantom"``/``"one_step"`` (exact for their own
+    approximation) when second derivatives are needed.
 
     >>> import deqkit as dk
     >>> w = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
@@ -94,6 +102,11 @@ class Implicit(ImplicitOptions, Backward):
     name: ClassVar[str] = "implicit"
 
     def attach(self, f, z_star, solution, on_failure):
+        if self.tol is None or self.max_iter is None:
+            raise ValueError(
+                "Implicit.attach needs a resolved tol and max_iter: call "
+                "for_forward(tol, max_iter) first (fixed_point and DEQ do)"
+            )
         z_leaf = z_star.detach().requires_grad_()
         fz = f(z_leaf)
         if not fz.requires_grad:
@@ -103,6 +116,7 @@ class Implicit(ImplicitOptions, Backward):
         def adjoint(grad: torch.Tensor | None) -> torch.Tensor | None:
             if grad is None:  # an undefined gradient stays undefined (autograd's convention)
                 return None
+            refuse_create_graph("implicit")
 
             def adjoint_map(u: torch.Tensor) -> torch.Tensor:
                 (vjp,) = torch.autograd.grad(fz, z_leaf, u, retain_graph=True)
@@ -126,6 +140,17 @@ class Implicit(ImplicitOptions, Backward):
         out = fz.view_as(fz)
         out.register_hook(adjoint)
         return out
+
+
+def refuse_create_graph(name: str) -> None:
+    """Raise when the backward runs with ``create_graph=True`` (grad mode is on inside a hook
+    only then): the adjoint is solved, not recorded, so higher derivatives would be wrong."""
+    if torch.is_grad_enabled():
+        raise NotImplementedError(
+            f"higher derivatives through backward={name!r} are not supported (create_graph=True "
+            "reached its adjoint solve, whose result has no graph); use backward='unrolled' "
+            "for exact higher derivatives of the unrolled solve, or 'phantom'/'one_step'"
+        )
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from .core import (
     STOP_MODES,
     BackwardName,
     FailurePolicy,
+    ImplicitOptions,
     SolverName,
     StopMode,
     check_compatible,
@@ -181,6 +182,8 @@ def _fixed_point(
     """:func:`fixed_point`, also returning the solver's detached z* (in z0's structure)."""
     _check_common(tol, max_iter, stop_mode, on_failure, trace)
     strategy = make_backward(backward)
+    if isinstance(strategy, ImplicitOptions):  # an adjoint tol/max_iter left at None: the forward's
+        strategy = strategy.for_forward(tol, max_iter)
     solver = make_solver(solver)
     check_compatible(solver, strategy)
     flat0, spec = _prepare(z0)

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import torch
 
-from .backward import Backward
+from .backward import Backward, refuse_create_graph
 from .core import ShineOptions
 from .solvers import BroydenState
 
@@ -36,6 +36,8 @@ class Shine(ShineOptions, Backward):
 
     Args:
         refine: adjoint fixed-point steps applied after the SHINE estimate (0: pure SHINE).
+
+    Like :class:`Implicit`, it refuses ``create_graph=True`` (higher derivatives).
 
     >>> import deqkit as dk
     >>> w = torch.tensor(0.5, requires_grad=True)
@@ -64,6 +66,7 @@ class Shine(ShineOptions, Backward):
         def adjoint(grad: torch.Tensor | None) -> torch.Tensor | None:
             if grad is None:
                 return None
+            refuse_create_graph("shine")
             with torch.no_grad():
                 u = inverse.adjoint(grad)
                 for _ in range(self.refine):

@@ -63,6 +63,11 @@ DEFAULTS: dict = {
     "stop_scope": "sample",
     "on_failure": "warn",
     "divergence_ratio": 1e8,
+    # The implicit backward's adjoint tol and max_iter: None = the forward solve's own (measured:
+    # a fixed 1e-6 left gradients 7.5e-6 off at forward tol 1e-12, and cost 1.0-1.8x the forward
+    # at tol 1e-4; benchmarks/adjoint_tol.py).
+    "adjoint_tol": None,
+    "adjoint_max_iter": None,
 }
 
 

@@ -16,12 +16,13 @@ ValueError: Anderson.m must be >= 1, got 0
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, TypeVar
 
 from .._validate import check_bool, check_choice, check_float, check_int
 from .defaults import (
     BROYDEN_UPDATES,
+    DEFAULTS,
     JVP_MODES,
     STOP_MODES,
     BroydenUpdate,
@@ -129,13 +130,26 @@ class NewtonKrylovOptions:
 @dataclass(frozen=True)
 class ImplicitOptions:
     """Implicit backward: the adjoint ``solver`` (checked by each backend), ``tol``,
-    ``max_iter`` and ``stop_mode``."""
+    ``max_iter`` and ``stop_mode``. ``tol``/``max_iter`` left at None follow the forward solve's
+    (:meth:`for_forward`), so the gradient is as accurate as the fixed point."""
 
     name: ClassVar[str] = "implicit"
     solver: Any = "anderson"
-    tol: float = 1e-6
-    max_iter: int = 50
+    tol: float | None = DEFAULTS["adjoint_tol"]
+    max_iter: int | None = DEFAULTS["adjoint_max_iter"]
     stop_mode: StopMode = "rel"
+
+    def for_forward(self, tol: float, max_iter: int) -> ImplicitOptions:
+        """This record with ``tol``/``max_iter`` left at None set to the forward solve's.
+
+        >>> ImplicitOptions().for_forward(1e-8, 100).tol, ImplicitOptions(tol=1e-3).for_forward(1e-8, 100).tol
+        (1e-08, 0.001)
+        """  # noqa: E501
+        return replace(
+            self,
+            tol=tol if self.tol is None else self.tol,
+            max_iter=max_iter if self.max_iter is None else self.max_iter,
+        )
 
     def __post_init__(self):
         if isinstance(self.solver, str):
@@ -145,8 +159,10 @@ class ImplicitOptions:
                 f"{_name(self, 'solver')} must be a solver name {tuple(SOLVER_OPTIONS)} or a "
                 f"deqkit solver object, got {type(self.solver).__name__}"
             )
-        check_float(_name(self, "tol"), self.tol, minimum=0.0, strict_min=True)
-        check_int(_name(self, "max_iter"), self.max_iter, minimum=1)
+        if self.tol is not None:
+            check_float(_name(self, "tol"), self.tol, minimum=0.0, strict_min=True)
+        if self.max_iter is not None:
+            check_int(_name(self, "max_iter"), self.max_iter, minimum=1)
         check_choice(_name(self, "stop_mode"), self.stop_mode, STOP_MODES)
 
 

@@ -20,6 +20,7 @@ from ..core import (
     DEFAULTS,
     FAILURE_POLICIES,
     FailurePolicy,
+    ImplicitOptions,
     StopMode,
     StopScope,
     check_compatible,
@@ -182,6 +183,8 @@ def fixed_point(
     """
     _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio, stop_scope)
     strategy = make_backward(backward)
+    if isinstance(strategy, ImplicitOptions):  # an adjoint tol/max_iter left at None: the forward's
+        strategy = strategy.for_forward(tol, max_iter)
     solver = make_solver(solver)
     check_compatible(solver, strategy)
     flat0, spec, fn, consts, (program, every) = _prepare(f, z0)
