@@ -127,6 +127,44 @@ def test_segment_recurrence_equals_solving_the_concatenation(kind):
 
 
 @pytest.mark.parametrize("kind", ["transformer", "trellisnet"])
+def test_subsequences_give_the_whole_segment_solve_and_gradient(kind):
+    layer = _tight_layer(kind)
+    cell = layer.cell
+    gen = torch.Generator().manual_seed(2)
+    x = SCALE[kind] * torch.randn(2, 7, cell.d_input, dtype=torch.float64, generator=gen)
+    memory = layer(x)[1]
+    readout = torch.randn(2, 7, cell.d_state, dtype=torch.float64, generator=gen)
+    weight = next(p for n, p in cell.named_parameters() if n.endswith("original1"))
+    results = []
+    for n in (0, 3):  # whole segment; subsequences of 3, 3 and 1
+        layer.subseq_len = n
+        weight.grad = None
+        z, new_memory, sol = layer(x, memory)
+        assert bool(sol.converged.all()) and sol.nfev > 0
+        (z * readout).sum().backward()
+        results.append((z.detach(), new_memory.z, weight.grad.clone(), sol.nfev))
+    (z_a, m_a, g_a, _), (z_b, m_b, g_b, _) = results
+    assert torch.allclose(z_a, z_b, atol=1e-8) and torch.allclose(m_a, m_b, atol=1e-8)
+    assert torch.allclose(g_a, g_b, rtol=1e-6, atol=1e-9)  # the earlier parts stay in the graph
+
+
+def test_attention_dropout_mask_is_fixed_during_the_solve():
+    torch.manual_seed(0)
+    cell = DEQTransformerCell(16, 2, 32, attn_dropout=0.3).double()
+    layer = SequenceDEQ(cell, mem_len=3, **TIGHT)
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    z_train, _, sol = layer(x)  # a fresh mask per call of f would never reach 1e-10
+    assert sol.success
+    layer.eval()
+    z_eval, _, _ = layer(x)
+    assert not torch.allclose(z_train, z_eval, atol=1e-3)
+    with pytest.raises(ValueError, match="attn_dropout"):
+        SeqLMConfig(attn_dropout=1.0)
+    with pytest.raises(ValueError, match="subseq_len"):
+        SeqLMConfig(subseq_len=-1)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "trellisnet"])
 def test_generation_with_memories_equals_resolving_the_prefix(kind):
     # Seed 1: with seed 0 one prefix solve of the transformer needs > 150 steps to reach 1e-10.
     torch.manual_seed(1)
@@ -185,6 +223,7 @@ def test_model_options_and_baselines_build_and_run():
         {"mode": "untied", "layers": 3},
         {"mode": "unrolled", "layers": 3, "pre_ln": True},
         {"block": "trellisnet", "emb_dropout": 0.1, "dropout": 0.1},
+        {"attn_dropout": 0.1, "subseq_len": 4},  # segments of 6: parts of 4 and 2
         {"block": "lstm"},
     ):
         lm = build_model(
@@ -211,7 +250,7 @@ def test_model_options_and_baselines_build_and_run():
 _SLOW = pytest.mark.slow  # variants of the three in the default suite; each ~10 s
 _RECIPES = [
     "deq-transformer-wiki-char",
-    "transformer-unrolled-wiki-char",
+    pytest.param("transformer-unrolled-wiki-char", marks=_SLOW),  # mode unrolled: options test
     "trellisnet-wiki-char",
     pytest.param("deq-transformer-wiki-char-jr", marks=_SLOW),
     pytest.param("transformer-untied-wiki-char", marks=_SLOW),
@@ -224,7 +263,7 @@ _RECIPES = [
 
 
 @pytest.mark.parametrize("recipe", _RECIPES)
-def test_recipe_runs_three_steps_through_the_cli(recipe, tmp_path):
+def test_recipe_runs_three_steps_through_the_cli(recipe, tmp_path, capsys):
     import json
 
     from deqkit.cli import main
@@ -259,15 +298,26 @@ def test_recipe_runs_three_steps_through_the_cli(recipe, tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     if "copy" in recipe:
         assert 0 <= summary["test_recall"] <= 1
+        if recipe == "deq-transformer-copy":  # not a text LM: generate refuses in one line
+            assert main(["generate", str(tmp_path / "run"), "--prompt", "a"]) == 2
+            assert "not a text language model" in capsys.readouterr().err
         return
     unit = "bpc" if "char" in recipe else "bpw"
     assert 0 < summary[f"test_{unit}"] < 20
     if recipe == "deq-transformer-wiki-char":  # sampling from the trained checkpoint
-        from deqkit.zoo.deq_seq.generate import main as generate_main
-
-        text = generate_main([str(tmp_path / "run" / "checkpoint.pt"), "--prompt", "the c",
-                              "--tokens", "7", "--temperature", "0.5"])  # fmt: skip
+        capsys.readouterr()
+        args = ["generate", str(tmp_path / "run"), "--prompt", "the c", "--n", "7"]
+        assert main([*args, "--temperature", "0.5"]) == 0
+        text = capsys.readouterr().out.rstrip("\n")
         assert text.startswith("the c") and len(text) == 12
+        # User mistakes: one line on stderr, status 2, no traceback.
+        for bad, words in [(["--n", "-1"], "--n must be"), (["--temperature", "-1"], "--temp"),
+                           (["--prompt", ""], "no char tokens")]:  # fmt: skip
+            assert main([*args, *bad]) == 2
+            err = capsys.readouterr().err
+            assert words in err and "Traceback" not in err and err.count("\n") == 1
+        assert main(["generate", str(tmp_path / "none"), "--prompt", "a"]) == 2
+        assert "does not exist" in capsys.readouterr().err
 
 
 def test_guide_creating_a_new_sequence_deq_runs(capsys):

@@ -36,6 +36,9 @@ class SeqLMConfig:
         d_hidden, d_out: TrellisNet h/c width and output channels; LSTM width (d_hidden).
         mem_len: history positions carried to the next segment (Transformer; TrellisNet uses 1).
         dropout: variational dropout inside the cell.
+        attn_dropout: dropout on the Transformer's attention probabilities (one mask per solve).
+        subseq_len: solve a segment in subsequences of this many positions, each with the
+            earlier ones as history (0: the whole segment at once; DEQ mode only).
         emb_dropout: token-level variational dropout on the embeddings (whole tokens dropped).
         pre_ln: pre-LN Transformer block instead of post-LN.
         residual: the Transformer block adds z to the attention output (reference code) or
@@ -66,7 +69,9 @@ class SeqLMConfig:
     d_out: int | None = None
     mem_len: int = 32
     dropout: float = 0.0
+    attn_dropout: float = 0.0
     emb_dropout: float = 0.0
+    subseq_len: int = 0
     pre_ln: bool = False
     residual: bool = False
     weight_norm: bool = True
@@ -89,7 +94,13 @@ class SeqLMConfig:
                 raise ValueError(f"SeqLMConfig.{name} must be a positive int, got {value!r}")
         if isinstance(self.mem_len, bool) or not isinstance(self.mem_len, int) or self.mem_len < 0:
             raise ValueError(f"SeqLMConfig.mem_len must be an int >= 0, got {self.mem_len!r}")
-        for name in ("dropout", "emb_dropout"):
+        if (
+            isinstance(self.subseq_len, bool)
+            or not isinstance(self.subseq_len, int)
+            or self.subseq_len < 0
+        ):
+            raise ValueError(f"SeqLMConfig.subseq_len must be an int >= 0, got {self.subseq_len!r}")
+        for name in ("dropout", "attn_dropout", "emb_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"SeqLMConfig.{name} must be in [0, 1), got {getattr(self, name)}")
         object.__setattr__(self, "adaptive_cutoffs", tuple(int(c) for c in self.adaptive_cutoffs))
@@ -114,7 +125,7 @@ def _body(cfg: SeqLMConfig, deq_options: dict) -> nn.Module:
         if cfg.block == "transformer":
             return DEQTransformerCell(
                 cfg.d_model, cfg.n_head, cfg.d_inner, cfg.dropout, cfg.pre_ln,
-                cfg.init_std, cfg.weight_norm, cfg.residual,
+                cfg.init_std, cfg.weight_norm, cfg.residual, cfg.attn_dropout,
             )  # fmt: skip
         return TrellisNetCell(
             cfg.d_model, cfg.d_hidden, cfg.d_out, cfg.dropout, cfg.init_std, cfg.weight_norm
@@ -125,7 +136,9 @@ def _body(cfg: SeqLMConfig, deq_options: dict) -> nn.Module:
     if cfg.mode == "untied":
         return UntiedStack([make_cell() for _ in range(cfg.layers)], mem_len)
     unroll = cfg.layers if cfg.mode == "unrolled" else 0
-    return SequenceDEQ(make_cell(), mem_len, unroll=unroll, **deq_options)
+    return SequenceDEQ(
+        make_cell(), mem_len, unroll=unroll, subseq_len=cfg.subseq_len, **deq_options
+    )
 
 
 class SequenceLM(nn.Module):

@@ -20,6 +20,7 @@ A sequence cell is the transformation f of the original DEQ code, called as
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +28,7 @@ from torch import nn
 
 import deqkit as dk
 
-__all__ = ["Memory", "SequenceCell", "SequenceDEQ", "explicit_record"]
+__all__ = ["Memory", "SequenceCell", "SequenceDEQ", "combine_solutions", "explicit_record"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,12 @@ class SequenceDEQ(nn.Module):
         mem_len: history positions kept for the next segment (at least ``cell.min_history``).
         unroll: 0 solves to equilibrium; n > 0 applies the cell n times explicitly (the
             weight-tied unrolled baseline, backpropagated like an n-layer network).
+        subseq_len: 0 solves the whole segment at once; n > 0 splits it into subsequences of
+            n positions solved in turn, each with the memory and the earlier subsequences'
+            equilibria as history (DEQ paper, Appendix E). For a causal cell this is the same
+            fixed point and the same gradient (the earlier equilibria stay in the graph), with
+            shorter solves. The returned solution combines the subsequences (see
+            :func:`combine_solutions`).
         **deq_options: keyword arguments of :class:`deqkit.DEQ`.
 
     >>> from deqkit.zoo.deq_seq import DEQTransformerCell
@@ -121,7 +128,14 @@ class SequenceDEQ(nn.Module):
     (torch.Size([2, 5, 8]), torch.Size([2, 4, 8]), torch.Size([2, 4, 24]))
     """
 
-    def __init__(self, cell: SequenceCell, mem_len: int = 0, unroll: int = 0, **deq_options):
+    def __init__(
+        self,
+        cell: SequenceCell,
+        mem_len: int = 0,
+        unroll: int = 0,
+        subseq_len: int = 0,
+        **deq_options,
+    ):
         super().__init__()
         if not isinstance(cell, SequenceCell):
             raise TypeError(f"cell must be a SequenceCell, got {type(cell).__name__}")
@@ -131,6 +145,9 @@ class SequenceDEQ(nn.Module):
         if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 0:
             raise ValueError(f"unroll must be an int >= 0, got {unroll!r}")
         self.unroll = unroll
+        if isinstance(subseq_len, bool) or not isinstance(subseq_len, int) or subseq_len < 0:
+            raise ValueError(f"subseq_len must be an int >= 0, got {subseq_len!r}")
+        self.subseq_len = subseq_len
         if unroll:
             # An explicit network, not a DEQ (the trainer's pretraining switch leaves it alone).
             self.unrolled_cell = cell
@@ -164,10 +181,27 @@ class SequenceDEQ(nn.Module):
         start = z_init if z_init is not None else x.new_zeros(x.shape[0], qlen, cell.d_state)
         if self.deq is None:
             z, sol = self._unrolled(start, us, z0, extra)
+        elif self.subseq_len and qlen > self.subseq_len:
+            z, sol = self._by_subsequence(start, memory, u)
         else:
             z, sol = self.deq(us, z0, *extra, z0=start)
         new = self._next_memory(memory, z, u, x)
         return z, new, sol
+
+    def _by_subsequence(self, start, memory: Memory, u):
+        cell, n = self.cell, self.subseq_len
+        hist_z, hist_u, parts, sols = memory.z, memory.u, [], []
+        for a in range(0, u.shape[1], n):
+            u_part = u[:, a : a + n]
+            q = u_part.shape[1]
+            hist_u = torch.cat([hist_u, u_part], dim=1)
+            extra = cell.extra_inputs(q, hist_z.shape[1] + q, u_part)
+            z_part, sol = self.deq(hist_u, hist_z, *extra, z0=start[:, a : a + q])
+            # Not detached: the later subsequences' gradient reaches this equilibrium.
+            hist_z = torch.cat([hist_z, z_part], dim=1)
+            parts.append(z_part)
+            sols.append(sol)
+        return torch.cat(parts, dim=1), combine_solutions(sols)
 
     def _unrolled(self, z, us, z0, extra):
         cell = self.unrolled_cell
@@ -180,6 +214,39 @@ class SequenceDEQ(nn.Module):
     def _next_memory(self, memory: Memory, z, u, x) -> Memory:
         n, k = self.mem_len, self.cell.input_context
         return Memory(_keep(memory.z, z, n), _keep(memory.u, u, n), _keep(memory.x, x, k))
+
+
+def combine_solutions(sols: list[dk.Solution]) -> dk.Solution:
+    """One Solution for the subsequences of a segment, per sample: converged if every part
+    converged, ``nstep`` and residuals the worst part's, ``nfev`` summed, the worst status,
+    the mean of the parts' Jacobian penalties; ``backward`` is the last part's adjoint.
+
+    >>> import deqkit as dk
+    >>> f = lambda z: 0.5 * z + 1.0
+    >>> a = dk.solve(f, torch.zeros(2, 1), "fixed_point", max_iter=3, on_failure="ignore")
+    >>> b = dk.solve(f, torch.zeros(2, 1), "fixed_point", tol=1e-6)
+    >>> c = combine_solutions([a, b])
+    >>> c.status.name, c.nstep.tolist() == b.nstep.tolist(), c.nfev == a.nfev + b.nfev
+    ('MAX_ITER', True, True)
+    """
+    last = sols[-1]
+    worst = lambda name: torch.stack([getattr(s, name) for s in sols]).amax(0)  # noqa: E731
+    jac = [s.outputs.jac_loss for s in sols if s.outputs.jac_loss is not None]
+    outputs = last.outputs
+    if jac:
+        outputs = dataclasses.replace(outputs, jac_loss=torch.stack(jac).mean())
+    return dataclasses.replace(
+        last,
+        status=max(s.status for s in sols),
+        converged=torch.stack([s.converged for s in sols]).all(0),
+        nstep=worst("nstep"),
+        residual=worst("residual"),
+        abs_residual=worst("abs_residual"),
+        rel_residual=worst("rel_residual"),
+        nfev=sum(s.nfev for s in sols),
+        trace=None,
+        outputs=outputs,
+    )
 
 
 def explicit_record(z: torch.Tensor, layers: int) -> dk.Solution:

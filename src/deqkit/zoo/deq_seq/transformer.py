@@ -50,6 +50,9 @@ class DEQTransformerCell(SequenceCell):
             z only through attention, which is far better conditioned: at small init it is a
             contraction with one equilibrium, where the residual form is close to the
             identity on the LayerNorm sphere (slow, ill-posed roots; see the README).
+        attn_dropout: dropout on the attention probabilities with one mask per DEQ call
+            (per sample, head, query and key), so f stays a fixed map during the solve (the
+            reference's ``dropatt`` draws a new mask at every call of f).
 
     >>> cell = DEQTransformerCell(8, 2, 16)
     >>> x, z0 = torch.randn(2, 5, 8), torch.randn(2, 3, 8)
@@ -68,6 +71,7 @@ class DEQTransformerCell(SequenceCell):
         init_std: float = 0.05,
         weight_norm: bool = True,
         residual: bool = False,
+        attn_dropout: float = 0.0,
     ):
         super().__init__()
         if d_model % n_head:
@@ -88,6 +92,7 @@ class DEQTransformerCell(SequenceCell):
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.drop_attn = dk.VariationalDropout(dropout, shared_dims=(1,))
         self.drop_ff = dk.VariationalDropout(dropout, shared_dims=(1,))
+        self.drop_prob = dk.VariationalDropout(attn_dropout)
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0.0, init_std)
@@ -125,7 +130,7 @@ class DEQTransformerCell(SequenceCell):
         by_dist = torch.einsum("bqhd,rhd->bhqr", q + self.r_r_bias, r)
         position = by_dist.gather(3, dist.expand(b, h, qlen, klen))
         score = (content + position) / math.sqrt(dh)
-        prob = score.masked_fill(masked, float("-inf")).softmax(dim=3)
+        prob = self.drop_prob(score.masked_fill(masked, float("-inf")).softmax(dim=3))
         attn = torch.einsum("bhqk,bkhd->bqhd", prob, v).reshape(b, qlen, d)
         attn = self.drop_attn(self.o_net(attn))
         if self.residual:
