@@ -50,6 +50,7 @@ class Solution:
       a backward that reads it, such as SHINE), else None. For Broyden a
       :class:`~deqkit.solvers.BroydenState`.
     * ``outputs``: the :class:`LayerOutputs` (sampled states, Jacobian penalty, Skip-DEQ loss).
+    * ``aux``: with ``has_aux=True``, the auxiliary output of f at the returned z, else None.
     * ``backward``: filled late, the one field that changes: None until an implicit backward
       runs (``loss.backward()``), then the adjoint solve's own Solution (the latest one, if the
       graph is differentiated more than once).
@@ -74,6 +75,7 @@ class Solution:
     trace: torch.Tensor | None = None
     state: Any = None
     outputs: LayerOutputs = field(default_factory=LayerOutputs)
+    aux: Any = None
     # ``backward`` lives in a box shared by every copy made with ``dataclasses.replace``, so the
     # adjoint solve, which runs later, reaches the Solution the caller holds.
     _backward: list = field(default_factory=lambda: [None], repr=False, compare=False)
