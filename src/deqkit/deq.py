@@ -12,14 +12,16 @@ from torch import nn
 
 from ._compat import pytree
 from ._sampling import sample_points
-from ._validate import check_bool, check_float, check_int
+from ._validate import check_bool, check_choice, check_float, check_int
 from .backward import Backward, make_backward
 from .core import (
     DEFAULTS,
+    STOP_SCOPES,
     BackwardName,
     FailurePolicy,
     SolverName,
     StopMode,
+    StopScope,
     check_compatible,
 )
 from .dropout import reset_dropout
@@ -51,7 +53,8 @@ class DEQ(nn.Module):
         cell: a module or function called as ``cell(z, x, *args, **kwargs)``.
         solver: solver name or object (see :func:`solve`).
         backward: backward name or object (see :func:`fixed_point`).
-        tol, max_iter, stop_mode, on_failure: as in :func:`solve`.
+        tol, max_iter, stop_mode, on_failure, stop_scope: as in :func:`solve`
+            (``stop_scope="batch"`` for a cell that couples samples, e.g. BatchNorm).
         eval_max_iter: iteration budget in eval mode (defaults to ``max_iter``).
         init: optional module proposing z0 from x when the caller passes none (Skip-DEQ);
             ``sol.outputs.skip_loss`` then holds the mean of (z0 − z*)² to train it.
@@ -98,6 +101,7 @@ class DEQ(nn.Module):
         n_states: int = 1,
         jac_reg_prob: float = 0.0,
         jac_reg_vecs: int = 1,
+        stop_scope: StopScope = DEFAULTS["stop_scope"],
     ):
         super().__init__()
         if not callable(cell):
@@ -113,6 +117,7 @@ class DEQ(nn.Module):
             check_int("eval_max_iter", eval_max_iter, minimum=1)
         sample_points(n_states, min(max_iter, eval_max_iter or max_iter))
         self.tol, self.max_iter, self.stop_mode = float(tol), max_iter, stop_mode
+        self.stop_scope = check_choice("stop_scope", stop_scope, STOP_SCOPES)
         self.eval_max_iter = eval_max_iter
         self.on_failure, self.trace = on_failure, trace
         self.init = init
@@ -219,6 +224,7 @@ class DEQ(nn.Module):
                     trace=self.trace,
                     divergence_ratio=DEFAULTS["divergence_ratio"],
                     n_states=self.n_states,
+                    stop_scope=self.stop_scope,
                 )
             terms: dict[str, Any] = {}
             if proposed:
@@ -239,6 +245,8 @@ class DEQ(nn.Module):
             f"solver={self.solver}, backward={self.backward}, tol={self.tol:g}, "
             f"max_iter={self.max_iter}, stop_mode={self.stop_mode!r}"
         )
+        if self.stop_scope != DEFAULTS["stop_scope"]:
+            text += f", stop_scope={self.stop_scope!r}"
         if self.n_states > 1:
             text += f", n_states={self.n_states}"
         if self.jac_reg_prob:

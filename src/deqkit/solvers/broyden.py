@@ -26,7 +26,8 @@ from .base import Evaluate, Solver
 @dataclass(frozen=True)
 class BroydenState:
     """Broyden's final inverse-Jacobian estimate J_g⁻¹ ≈ −I + Σᵢ uᵢ vᵢᵀ of g(z) = f(z) − z, per
-    sample (``us``, ``vs``: (B, rank, D), detached), as ``Solution.state`` hands it on.
+    sample (``us``, ``vs``: (B, rank, D), detached; (1, rank, B·D) after ``stop_scope="batch"``,
+    which solves the batch as one system), as ``Solution.state`` hands it on.
 
     A sample that stopped early keeps the estimate it had when it stopped: later proposals for
     a frozen sample are not evaluated at the proposal, so their secant pairs would be wrong.
@@ -52,8 +53,10 @@ class BroydenState:
         if self.rank == 0:
             return grad
         us, vs = self.us.to(grad.dtype), self.vs.to(grad.dtype)
-        coeff = torch.bmm(us, grad.unsqueeze(2))
-        return grad - torch.bmm(vs.transpose(1, 2), coeff).squeeze(2)
+        # After stop_scope="batch" the estimate is one (1, rank, B·D) system for the whole batch.
+        flat = grad.reshape(us.shape[0], -1)
+        coeff = torch.bmm(us, flat.unsqueeze(2))
+        return (flat - torch.bmm(vs.transpose(1, 2), coeff).squeeze(2)).reshape(grad.shape)
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,9 @@ class NewtonKrylov(NewtonKrylovOptions, Solver):
             basis = write_slot(basis, j + 1, w / coeffs[-1].clamp_min(tiny)[:, None])
             target = torch.zeros(batch, j + 2, 1, dtype=z.dtype, device=z.device)
             target[:, 0, 0] = beta
-            small = hess[:, : j + 2, : j + 1]
+            # A sample already at its root (‖rhs‖ near the underflow range) can overflow its
+            # Krylov basis; LAPACK must not see the Inf/NaN (the direction is zeroed later).
+            small = torch.nan_to_num(hess[:, : j + 2, : j + 1], nan=0.0, posinf=0.0, neginf=0.0)
             y = torch.linalg.lstsq(small, target).solution
             miss = (torch.bmm(small, y) - target).norm(dim=(1, 2))
             done = ~active | (miss <= self.krylov_tol * beta) | (coeffs[-1] <= tiny)
