@@ -77,7 +77,10 @@ def linear_errors() -> None:
 def timing(reps: int) -> None:
     tol = 1e-4
     print(f"\nbackward/forward time, forward tol {tol:g}, 1 thread, median of {reps}")
-    print("| problem | adjoint tol | forward (ms) | backward (ms) | backward/forward | adjoint steps |")
+    print(
+        "| problem | adjoint tol | forward (ms) | backward (ms) | backward/forward "
+        "| adjoint steps |"
+    )
     print("|---|---|---|---|---|---|")
     for key in "ab":
         problem = problems.make(key)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from torch.autograd import forward_ad
 
 from .core import (
     BACKWARD_OPTIONS,
@@ -117,6 +118,12 @@ class Implicit(ImplicitOptions, Backward):
             if grad is None:  # an undefined gradient stays undefined (autograd's convention)
                 return None
             refuse_create_graph("implicit")
+            if forward_ad.unpack_dual(fz).tangent is not None:
+                raise NotImplementedError(
+                    "reverse mode through backward='implicit' while f's forward-mode tangents "
+                    "are live (forward-over-reverse) is not supported; call backward() after "
+                    "leaving the forward_ad.dual_level block"
+                )
 
             def adjoint_map(u: torch.Tensor) -> torch.Tensor:
                 (vjp,) = torch.autograd.grad(fz, z_leaf, u, retain_graph=True)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ._sampling import attach_states, sample_points
+from ._transforms import GuardedMap, attach_tangent, aux_pair, check_not_wrapped, split_aux
 from ._validate import check_bool, check_choice, check_float, check_int
 from .backward import Backward, make_backward
 from .core import (
@@ -26,7 +27,6 @@ from .core import (
 )
 from .solvers import Solution, Solver, iterate, make_solver
 from .solvers._report import report_failure
-from ._transforms import GuardedMap, attach_tangent, aux_pair, check_not_wrapped, split_aux
 from .state import StateSpec, flatten
 
 __all__ = ["fixed_point", "solve"]

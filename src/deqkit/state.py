@@ -86,7 +86,8 @@ def _pack(leaves: list[torch.Tensor], batch: int) -> torch.Tensor:
     dtype = solver_dtype(leaves[0].dtype)
     for leaf in leaves[1:]:
         dtype = torch.promote_types(dtype, leaf.dtype)
-    mats = [leaf.reshape(batch, -1).to(dtype) for leaf in leaves]
+    # The per-sample width from the shape, not -1: an empty batch (batch 0) has no -1 to infer.
+    mats = [leaf.reshape(batch, math.prod(leaf.shape[1:])).to(dtype) for leaf in leaves]
     return mats[0] if len(mats) == 1 else torch.cat(mats, dim=1)
 
 
