@@ -1,4 +1,5 @@
-"""The ``deqkit`` command: ``train``, ``eval``, ``bench``, ``diagnose``, ``plot``, ``recipes``.
+"""The ``deqkit`` command: ``train``, ``eval``, ``bench``, ``diagnose``, ``generate``, ``sample``,
+``invert``, ``plot``, ``recipes``.
 
 ``python -m deqkit ...`` and ``torchrun --nproc_per_node=N -m deqkit train ...`` run the same
 code. User errors (:class:`deqkit.train.errors.UserError`: a bad recipe key, missing data, a
@@ -135,6 +136,18 @@ def _cmd_generate(args) -> int:
     return run_generate(args)
 
 
+def _cmd_sample(args) -> int:
+    from .zoo.deq_ddim.commands import run_sample
+
+    return run_sample(args)
+
+
+def _cmd_invert(args) -> int:
+    from .zoo.deq_ddim.commands import run_invert
+
+    return run_invert(args)
+
+
 def _cmd_plot(args) -> int:
     from .plot import plot_run
 
@@ -240,6 +253,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="0 decodes greedily")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("sample", help="sample images from a DEQ-DDIM denoiser (deq or ddim)")
+    p.add_argument("checkpoint", help="a deq_ddim checkpoint or its run directory")
+    p.add_argument("--sampler", choices=("deq", "ddim"), default="deq")
+    p.add_argument("--steps", type=int, default=50, help="T, the DDIM steps")
+    p.add_argument("--n", type=int, default=16, help="images, sampled in one batch")
+    p.add_argument("--eta", type=float, default=0.0, help="0: DDIM; 1: DDPM variance")
+    p.add_argument("--tol", type=float, default=1e-4, help="DEQ: per-state RMS residual")
+    p.add_argument("--criterion", choices=("per_state", "final", "global"), default="per_state")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="PNG grid (default: samples-<sampler>-T<steps>.png)")
+    p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("invert", help="find the x_T whose DDIM sample reconstructs an image")
+    p.add_argument("checkpoint", help="a deq_ddim checkpoint or its run directory")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--image", help="an image file (PNG, ...), resized to the model's size")
+    target.add_argument("--index", type=int, help="test image K of the checkpoint's dataset")
+    p.add_argument("--method", choices=("deq-implicit", "deq-phantom", "backprop"),
+                   default="deq-phantom")  # fmt: skip
+    p.add_argument("--steps", type=int, default=20, help="T, the DDIM steps")
+    p.add_argument("--iters", type=int, default=200, help="Adam iterations")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this wall time")
+    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
+    p.add_argument("--out", help="PNG target | reconstruction (default: inversion-<method>.png)")
+    p.set_defaults(func=_cmd_invert)
 
     p = sub.add_parser("plot", help="write PNG plots of a run directory")
     p.add_argument("run_dir")

@@ -42,7 +42,7 @@ def analytic_rows(steps=(20, 50, 100), etas=(0.0, 0.7), schedules=SCHEDULES, bat
                     rows.append({
                         "schedule": schedule, "eta": eta, "steps": n, "criterion": criterion,
                         "tol": tol, "rounds": out.rounds,
-                        "converged": out.solution.converged.float().mean().item(),
+                        "converged": out.converged.float().mean().item(),
                         "max_abs_diff": (out.x0 - ref).abs().max().item(),
                     })  # fmt: skip
     return rows

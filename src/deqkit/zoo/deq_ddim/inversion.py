@@ -20,7 +20,7 @@ import torch
 
 import deqkit as dk
 
-from .sampler import StateAnderson
+from .sampler import StateAnderson, state_converged
 from .schedule import DDIMSteps
 
 __all__ = ["Inversion", "inversion_map", "invert"]
@@ -58,13 +58,15 @@ def inversion_map(
 
 @dataclass(frozen=True)
 class Inversion:
-    """``x_T`` (B, *image), the step inputs ``states`` (B, S, *image), the core's ``solution``
-    and the wall time."""
+    """``x_T`` (B, *image), the step inputs ``states`` (B, S, *image), the core's ``solution``,
+    the wall time and per image whether every state's RMS residual is within tol there
+    (``converged``, see :func:`~.sampler.state_converged`)."""
 
     x_T: torch.Tensor
     states: torch.Tensor
     solution: dk.Solution
     seconds: float
+    converged: torch.Tensor
 
 
 @torch.no_grad()
@@ -87,8 +89,8 @@ def invert(
     >>> eps = lambda x, t: 0.1 * x
     >>> x_T = torch.ones(1, 3, dtype=torch.float64)
     >>> inv = invert(eps, ddim_sample(eps, x_T, s), s, tol=1e-12)
-    >>> bool(torch.allclose(inv.x_T, x_T)), inv.solution.status.name
-    (True, 'CONVERGED')
+    >>> bool(torch.allclose(inv.x_T, x_T)), inv.converged.tolist()
+    (True, [True])
     """
     n = len(steps)
     g = inversion_map(eps_model, x0, steps)
@@ -97,4 +99,6 @@ def invert(
     start = time.perf_counter()
     sol = dk.solve(g, init, solver, tol=tol, max_iter=max_iter, stop_mode="abs",
                    on_failure="ignore")  # fmt: skip
-    return Inversion(sol.z[:, 0], sol.z, sol, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    converged, _ = state_converged(g, sol.z, tol, "per_state")
+    return Inversion(sol.z[:, 0], sol.z, sol, seconds, converged)

@@ -29,7 +29,7 @@ from torch import nn
 
 import deqkit as dk
 
-from .sampler import EpsModel, StateAnderson, ddim_chain, ddim_sample, joint_map
+from .sampler import EpsModel, StateAnderson, ddim_chain, ddim_sample, joint_map, state_converged
 from .schedule import DDIMSteps
 
 __all__ = ["METHODS", "InversionOptions", "InversionRun", "invert_model", "reconstruct"]
@@ -128,19 +128,23 @@ def reconstruct(
     steps: DDIMSteps,
     options: InversionOptions,
     init: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, dk.Solution | None]:
-    """x₀(x_T) carrying the gradient of ``options.method``, and the DEQ's solution (None for
-    backprop). ``init`` warm-starts the DEQ (a previous trajectory).
+) -> tuple[torch.Tensor, torch.Tensor | None, dk.Solution | None]:
+    """x₀(x_T) carrying the gradient of ``options.method``, the DEQ's detached fixed point
+    (B, S, *image) and its solution (both None for backprop). ``init`` warm-starts the DEQ.
+
+    The forward is ``dk.solve``; the backward strategy's ``attach`` then ties the gradient to
+    z* (what ``dk.fixed_point`` does), so z* itself stays at hand for the warm start and the
+    health check.
 
     >>> from deqkit.zoo.deq_ddim.schedule import alpha_bars, ddim_steps
     >>> s = ddim_steps(alpha_bars("linear"), 4)
     >>> x_T = torch.ones(1, 3, dtype=torch.float64, requires_grad=True)
-    >>> x0, sol = reconstruct(lambda x, t: 0.1 * x, x_T, s, InversionOptions("deq-implicit"))
-    >>> x0.sum().backward(); x_T.grad.shape
-    torch.Size([1, 3])
+    >>> x0, z, sol = reconstruct(lambda x, t: 0.1 * x, x_T, s, InversionOptions("deq-implicit"))
+    >>> x0.sum().backward(); x_T.grad.shape, z.shape
+    (torch.Size([1, 3]), torch.Size([1, 4, 3]))
     """
     if options.method == "backprop":
-        return ddim_chain(eps_model, x_T, steps), None
+        return ddim_chain(eps_model, x_T, steps), None, None
     n = len(steps)
     if init is None:
         init = x_T.detach().unsqueeze(1).expand(-1, n, *x_T.shape[1:]).contiguous()
@@ -150,17 +154,17 @@ def reconstruct(
         )
     else:
         backward = dk.Phantom(steps=options.phantom_steps, damping=options.phantom_damping)
-    z, sol = dk.fixed_point(
-        joint_map(eps_model, x_T, steps),
-        init,
-        StateAnderson(m=options.m, lam=1e-3, n_states=n, criterion="per_state"),
-        backward,
-        tol=options.tol,
-        max_iter=options.max_iter,
-        stop_mode="abs",
-        on_failure="ignore",
-    )
-    return z[:, -1], sol
+    h = joint_map(eps_model, x_T, steps)
+    solver = StateAnderson(m=options.m, lam=1e-3, n_states=n, criterion="per_state")
+    sol = dk.solve(h, init, solver, tol=options.tol, max_iter=options.max_iter,
+                   stop_mode="abs", on_failure="ignore")  # fmt: skip
+    shape = sol.z.shape
+
+    def h_flat(z: torch.Tensor) -> torch.Tensor:  # the backward strategies take (B, D)
+        return h(z.view(shape)).flatten(1)
+
+    z = backward.attach(h_flat, sol.z.flatten(1), sol, "ignore").view(shape)
+    return z[:, -1], sol.z, sol
 
 
 def _mse(x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -194,24 +198,33 @@ def invert_model(
     x = (torch.zeros_like(target) if x_T is None else x_T.detach().clone()).requires_grad_()
     opt = torch.optim.Adam([x], lr=options.lr)
     every = max(1, options.iters // options.log_points)
+    # With a wall-time budget, log at equal time marks instead (the iteration count is unknown).
+    mark = None if options.seconds is None else options.seconds / options.log_points
+    next_mark = mark
     snapshots: list[tuple[int, float, torch.Tensor]] = [(0, 0.0, x.detach().clone())]
-    init, converged, rounds = None, [], []
+    init: torch.Tensor | None = None
+    converged, rounds = [], []
     elapsed = 0.0
     with frozen(module):
         for it in range(1, options.iters + 1):
             start = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            x0, sol = reconstruct(eps_model, x, steps, options, init)
+            x0, init, sol = reconstruct(eps_model, x, steps, options, init)
             _mse(x0, target).sum().backward()
+            solved_at = x.detach().clone()
             opt.step()
             elapsed += time.perf_counter() - start
-            if sol is not None:
-                init = sol.z.detach()
-                converged.append(sol.converged.float().mean().item())
+            if sol is not None:  # the health check is off the clock (one more evaluation)
+                h = joint_map(eps_model, solved_at, steps)
+                ok, _ = state_converged(h, init, options.tol, "per_state")
+                converged.append(ok.float().mean().item())
                 rounds.append(sol.nstep.float().mean().item())
             out_of_time = options.seconds is not None and elapsed >= options.seconds
-            if it % every == 0 or it == options.iters or out_of_time:
+            due = it % every == 0 if mark is None else elapsed >= next_mark
+            if due or it == options.iters or out_of_time:
                 snapshots.append((it, elapsed, x.detach().clone()))
+                if mark is not None:
+                    next_mark = (int(elapsed / mark) + 1) * mark
             if out_of_time:
                 break
     run = InversionRun(x.detach())

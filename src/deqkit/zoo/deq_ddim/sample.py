@@ -10,11 +10,12 @@ import time
 
 import torch
 
+from .commands import load_denoiser, save_grid
 from .ddpm import DDPM
 from .sampler import CRITERIA, ddim_sample, deq_sample, draw_noise
 from .schedule import ddim_steps
 
-__all__ = ["compare", "load_denoiser", "main"]
+__all__ = ["compare", "main"]
 
 
 def compare(
@@ -49,45 +50,11 @@ def compare(
         "deq_rounds": out.rounds,
         "deq_nfev": out.solution.nfev,
         "deq_seconds": out.seconds,
-        "converged": out.solution.converged.float().mean().item(),
+        "converged": out.converged.float().mean().item(),
         "max_abs_diff": (out.x0 - ref).abs().max().item(),
         "ddim_x0": ref,
         "deq_x0": out.x0,
     }
-
-
-def load_denoiser(path: str) -> tuple[DDPM, dict]:
-    """The DDPM of a ``deqkit train`` checkpoint of this package, and its data info/state."""
-    from deqkit.train.build import build_model
-    from deqkit.train.checkpoint import load_checkpoint, load_model_state
-    from deqkit.train.recipe import parse
-
-    state = load_checkpoint(path)
-    cfg = parse(state["config"])
-    model = build_model(cfg, state["data_info"])
-    if not isinstance(model, DDPM):
-        raise ValueError(f"{path} is not a deq_ddim checkpoint (model {type(model).__name__})")
-    load_model_state(model, state["model"], f"checkpoint {path}")
-    return model.eval(), state
-
-
-def _grid(images: torch.Tensor, mean: float, std: float, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n, _, h, w = images.shape
-    cols = int(n**0.5 + 0.999)
-    rows = (n + cols - 1) // cols
-    pixels = (images[:, 0] * std + mean).clamp(0, 1)
-    canvas = torch.ones(rows * (h + 1) + 1, cols * (w + 1) + 1)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = (
-            pixels[i]
-        )
-    plt.imsave(path, canvas.numpy(), cmap="gray", vmin=0, vmax=1)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -120,7 +87,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.png:
         pre = (state.get("data_state") or {}).get("preprocess", {})
         mean, std = (pre.get("mean") or [0.0])[0], (pre.get("std") or [1.0])[0]
-        _grid(rows[-1]["deq_x0"], mean, std, args.png)
+        save_grid((rows[-1]["deq_x0"] * std + mean).clamp(0, 1), args.png)
         print(f"wrote {args.png}")
     return rows
 
