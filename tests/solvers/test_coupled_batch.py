@@ -144,22 +144,28 @@ def test_sample_scope_does_not_converge_where_batch_scope_does(problem):
     assert sample.status != dk.Status.CONVERGED and batch.status == dk.Status.CONVERGED
 
 
-def test_the_truth_check_costs_one_evaluation_and_only_when_needed():
+def test_the_truth_check_evaluates_f_again_only_when_needed():
     calls = []
+    rates = torch.tensor([[0.5], [0.5]], dtype=F64)
 
     def f(z):
         calls.append(z.clone())
-        return 0.5 * z + torch.tensor([[1.0], [100.0]], dtype=F64)
+        return rates * z + torch.tensor([[1.0], [100.0]], dtype=F64)
 
     sol = dk.solve(f, torch.zeros(2, 1, dtype=F64), "fixed_point", tol=1e-8, stop_mode="abs")
-    # Sample 0 converges first and is frozen; the final evaluation is at the returned z.
+    # Sample 0 converges first and is frozen there: the last evaluation saw the returned z.
     assert sol.nstep[0] < sol.nstep[1]
-    assert sol.nfev == int(sol.nstep.max()) + 1 == len(calls)
+    assert sol.nfev == int(sol.nstep.max()) == len(calls)
     assert torch.equal(calls[-1], sol.z)
+    # Sample 1 diverges: the returned z is its best iterate, not the one f saw last.
     calls.clear()
-    same = dk.solve(f, torch.zeros(2, 1, dtype=F64), "fixed_point", tol=1e-8, max_iter=5,
-                    on_failure="ignore")  # fmt: skip
-    assert same.nfev == 5 == len(calls)  # every sample improved at the last step: no check
+    rates[1] = 3.0
+    bad = dk.solve(f, torch.zeros(2, 1, dtype=F64), "fixed_point", tol=1e-8, stop_mode="abs",
+                   divergence_ratio=10.0, on_failure="ignore")  # fmt: skip
+    assert bad.status == dk.Status.DIVERGED
+    assert bad.nfev == int(bad.nstep.max()) + 1 == len(calls)
+    assert torch.equal(calls[-1], bad.z)
+    torch.testing.assert_close(bad.abs_residual, (f(bad.z) - bad.z).abs()[:, 0])
 
 
 def test_batch_scope_independent_f_gives_the_same_fixed_point():

@@ -6,7 +6,8 @@ Anderson's weights, Broyden's secant estimate and Newton–Krylov's Krylov space
 between samples; f and the stopping rule see the (B, D) batch. The loop stops when every sample
 meets ``tol`` at the same iterate, when a sample turns NaN/Inf or diverges, or at ``max_iter``;
 the returned z is the iterate with the smallest worst-sample residual, whose residuals come from
-one evaluation of f on it (no extra evaluation needed, unless the solver mixes rows).
+one evaluation of f on it (f is evaluated once more only when a line search mixed rows of
+several evaluations).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ._cpu import bookkeeping, norms
 from .base import Evaluate, Solver
 from .solution import LayerOutputs, Solution
 
-__all__ = ["iterate_batch", "status_of"]
+__all__ = ["final_value", "iterate_batch", "status_of"]
 
 
 def status_of(converged: Any, nonfinite: Any, diverged: Any) -> Status:
@@ -31,6 +32,15 @@ def status_of(converged: Any, nonfinite: Any, diverged: Any) -> Status:
     if diverged.any():
         return Status.DIVERGED
     return Status.CONVERGED if converged.all() else Status.MAX_ITER
+
+
+def final_value(z: torch.Tensor, last: list, evaluate: Evaluate) -> torch.Tensor:
+    """f at ``z`` on the whole batch: the last evaluation's output when its input (``last`` =
+    [input, output]) is ``z`` exactly, else one more evaluation (no frozen rows)."""
+    seen = last[0]
+    if seen is not None and (seen is z or (seen.shape == z.shape and torch.equal(seen, z))):
+        return last[1]
+    return evaluate(z)
 
 
 def iterate_batch(
@@ -60,11 +70,13 @@ def iterate_batch(
     device = z0.device
     xp = bookkeeping(device)
     nfev = 0
+    last: list = [None, None]  # the last (input, output) of f, for the final check
 
     def evaluate(flat: torch.Tensor) -> torch.Tensor:
         nonlocal nfev
         nfev += 1
-        return fn(flat.reshape(shape)).reshape(1, -1)
+        last[:] = flat, fn(flat.reshape(shape)).reshape(1, -1)
+        return last[1]
 
     def residuals(z: torch.Tensor, fz: torch.Tensor, diff: torch.Tensor | None = None):
         return norms(z.reshape(shape), fz.reshape(shape), _view(diff, shape), stop_mode)
@@ -108,7 +120,7 @@ def iterate_batch(
             solver.release(memory)
     if k > 1 and getattr(solver, "mixes_rows", False):
         # A line search mixed rows of several evaluations: check f at the returned z.
-        best_abs, best_rel, best_res = residuals(best_z, evaluate(best_z))
+        best_abs, best_rel, best_res = residuals(best_z, final_value(best_z, last, evaluate))
         nonfinite = nonfinite | ~xp.isfinite(best_abs)
     converged = xp.isfinite(best_abs) & (best_res <= tol)
     nstep = xp.ones_int(shape[0], device) * k

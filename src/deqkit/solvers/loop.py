@@ -13,7 +13,7 @@ import torch
 
 from .._validate import check_bool, check_choice, check_float, check_int
 from ..core import DEFAULTS, STOP_MODES, STOP_SCOPES, Status, StopMode, StopScope
-from ._batch_loop import iterate_batch, status_of
+from ._batch_loop import final_value, iterate_batch, status_of
 from ._cpu import bookkeeping, norms
 from .base import Evaluate, Solver
 from .solution import LayerOutputs, Solution
@@ -50,10 +50,12 @@ def iterate(
     ``sample_at`` lists iterations at which the current iterate is recorded into
     ``outputs.states``; ``keep_state=True`` puts the solver's final state in ``Solution.state``.
 
-    The returned residuals and status are those of ``f`` at the returned z: when that z was not
-    the input of the last evaluation as a whole (a sample stopped earlier, a best iterate that is
-    not the last one, or a solver that mixes rows of several evaluations), f is evaluated once
-    more at it (counted in ``nfev``), so f coupling samples cannot leave a stale CONVERGED.
+    The returned residuals and status are those of ``f`` at the returned z, evaluated on the
+    whole batch, so f coupling samples cannot leave a stale CONVERGED: after a solve in which
+    samples stopped at different iterations they come from the last evaluation of f, whose
+    input is the returned z when every frozen sample converged; when it is not (a best iterate
+    older than the last, a diverged sample, a line search mixing rows of several evaluations)
+    f is evaluated once more at the returned z (counted in ``nfev``).
 
     The per-sample bookkeeping runs in NumPy on the host for CPU states and as device arithmetic
     elsewhere (see :mod:`deqkit.solvers._cpu`); both give the same numbers.
@@ -92,13 +94,15 @@ def iterate(
     # Frozen samples are evaluated at their frozen iterate, whatever the solver proposes for them,
     # so f (which may couple samples, e.g. through batch statistics) never sees them move.
     frozen: tuple[torch.Tensor, torch.Tensor] | None = None
+    last: list = [None, None]  # the last (input, output) of f, for the final check
 
     def evaluate(z: torch.Tensor) -> torch.Tensor:
         nonlocal nfev
         nfev += 1
         if frozen is not None:
             z = _select(frozen[0], z, frozen[1])
-        return fn(z)
+        last[:] = z, fn(z)
+        return last[1]
 
     z = z0
     fz = evaluate(z)
@@ -186,9 +190,11 @@ def iterate(
     if n_active < batch:
         best_z = _select(xp.to_device(~active, device), kept_best, best_z)
     if k > 1 and (froze or best_old or getattr(solver, "mixes_rows", False)):
-        # The truth check: one evaluation of f at the returned z, on the whole batch.
+        # The truth check: the residuals of f at the returned z, on the whole batch. When the
+        # last input of f is that z (the usual end: frozen samples converged at their frozen
+        # iterate, the rest at the last step) its output serves; else f is evaluated once more.
         frozen = None
-        abs_c, rel_c, res_c = norms(best_z, evaluate(best_z), None, stop_mode)
+        abs_c, rel_c, res_c = norms(best_z, final_value(best_z, last, evaluate), None, stop_mode)
         finite = xp.isfinite(abs_c)
         nonfinite = nonfinite | ~finite
         best_res, best_abs, best_rel = res_c, abs_c, rel_c
