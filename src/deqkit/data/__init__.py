@@ -56,6 +56,8 @@ DATASETS = {
     "signal": "deqkit.data.signals:SOURCE",
     "sequences": "deqkit.data.sequences:SOURCE",
     "text": "deqkit.data.text:SOURCE",
+    "flow_synthetic": "deqkit.data.flow:SOURCE",
+    "flow_folder": "deqkit.data.flow:FOLDER_SOURCE",
 }
 
 

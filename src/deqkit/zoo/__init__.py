@@ -23,6 +23,7 @@ MODELS = {
     "irnn": "deqkit.zoo.irnn",
     "deq_seq": "deqkit.zoo.deq_seq",
     "deq_ddim": "deqkit.zoo.deq_ddim",
+    "deq_flow": "deqkit.zoo.deq_flow",
 }
 
 
