@@ -12,7 +12,7 @@ import numpy as np
 from ...core import DEFAULTS, Status
 from ...core import SolverError as _CoreSolverError
 
-__all__ = ["Solution", "SolverError", "StatusCode"]
+__all__ = ["LayerOutputs", "Solution", "SolverError", "StatusCode"]
 
 
 def _code(value: Any) -> Any:
@@ -100,6 +100,26 @@ class StatusCode:
         return format(self._text(), spec)
 
 
+@dataclass(frozen=True)
+class LayerOutputs:
+    """What the layer (:class:`deqkit.jax.DEQ`) computes besides the solve, each None unless
+    asked for: ``states`` (k states along the solver path, for fixed-point correction),
+    ``jac_loss`` (the Jacobian penalty) and ``skip_loss`` (the Skip-DEQ initialiser's loss).
+
+    >>> LayerOutputs()
+    LayerOutputs(states=None, jac_loss=None, skip_loss=None)
+    """
+
+    states: list | None = None
+    jac_loss: jax.Array | None = None
+    skip_loss: jax.Array | None = None
+
+
+jax.tree_util.register_dataclass(
+    LayerOutputs, data_fields=["states", "jac_loss", "skip_loss"], meta_fields=[]
+)
+
+
 @dataclass(frozen=True, repr=False)
 class Solution:
     """Result of a solve, a pytree (it passes through ``jax.jit`` and ``jax.vmap``).
@@ -113,6 +133,8 @@ class Solution:
     * ``nfev``: all calls of f; ``trace`` (B, max_iter): per-iteration residuals when asked for,
       NaN after the last iteration;
     * ``state``: the solver's final state when the solve was asked to keep it (else None);
+    * ``outputs``: the layer's :class:`LayerOutputs`; ``aux``: with ``has_aux=True``, the
+      auxiliary output of f at the returned z (else None);
     * ``stop_mode``, ``tol``: static, as solved.
     """
 
@@ -126,6 +148,8 @@ class Solution:
     nfev: jax.Array
     trace: jax.Array | None = None
     state: Any = None
+    outputs: LayerOutputs = LayerOutputs()
+    aux: Any = None
     stop_mode: str = "rel"
     tol: float = DEFAULTS["tol"]
 
