@@ -34,6 +34,11 @@ def test_empty_batch_pytree_state_and_deq_layer():
     assert z.shape == (0, 3) and sol.status == dk.Status.CONVERGED
     z.sum().backward()
     assert lin.weight.grad is not None and float(lin.weight.grad.abs().sum()) == 0.0
+    # The toolkit terms of an empty batch are zero (a mean over no samples would be NaN).
+    skip = dk.DEQ(lambda z, x: torch.tanh(0.5 * lin(z) + x), init=torch.nn.Linear(3, 3),
+                  jac_reg_prob=1.0)  # fmt: skip
+    z, sol = skip(torch.zeros(0, 3))
+    assert sol.outputs.skip_loss.item() == 0.0 and sol.outputs.jac_loss.item() == 0.0
 
 
 # --- has_aux ------------------------------------------------------------------------------------
@@ -186,3 +191,13 @@ def test_torch_func_transforms_are_refused_early(transform):
     x = torch.randn(2, 3, dtype=F64)
     with pytest.raises(NotImplementedError, match="torch.func-transformed tensor"):
         transform(x)
+
+
+def test_forward_mode_through_the_deq_layer():
+    w, x, dx = _tanh()
+    _, zdot_exact = _exact_jvp(w, x, dx)
+    deq = dk.DEQ(lambda z, x: torch.tanh(z @ w.T + x), tol=1e-13, max_iter=200)
+    with fwAD.dual_level():
+        z, sol = deq(fwAD.make_dual(x, dx))
+        tangent = fwAD.unpack_dual(z).tangent
+    torch.testing.assert_close(tangent, zdot_exact, atol=1e-10, rtol=0)

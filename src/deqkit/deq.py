@@ -227,13 +227,17 @@ class DEQ(nn.Module):
                     stop_scope=self.stop_scope,
                 )
             terms: dict[str, Any] = {}
+            # An empty batch has no samples to penalise: zero terms, not the NaN of a mean of none.
+            empty = sol.converged.numel() == 0
             if proposed:
-                terms["skip_loss"] = skip_loss(z0, z_star)
+                terms["skip_loss"] = (
+                    torch.zeros((), device=_device(z_star)) if empty else skip_loss(z0, z_star)
+                )
             if self.jac_reg_prob > 0 and self.training and torch.is_grad_enabled():
                 draw = torch.rand(()).item() < self.jac_reg_prob
                 terms["jac_loss"] = (
                     jacobian_penalty(f, z_star, vecs=self.jac_reg_vecs)
-                    if draw
+                    if draw and not empty
                     else torch.zeros((), device=_device(z_star))
                 )
             if terms:
