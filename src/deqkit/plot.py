@@ -47,7 +47,14 @@ def field_picture(prediction, target) -> np.ndarray:
     return side_by_side(*(np.nan_to_num(m / scale) for m in mags))
 
 
-_SOLVER = ("fwd_nstep", "fwd_residual", "fwd_converged", "bwd_nstep", "bwd_residual")
+_SOLVER = (
+    "fwd_nstep",
+    "fwd_residual",
+    "fwd_converged",
+    "bwd_nstep",
+    "bwd_residual",
+    "bwd_converged",
+)
 _NOT_METRICS = {"kind", "step", "split", "n", "time", "lr", "pretrain", "skipped", "reason"}
 
 
@@ -189,10 +196,15 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         axes[1].axhline(deq["tol"], color="k", ls="--", lw=1, label=f"forward tol {deq['tol']:g}")
     axes[1].set_ylabel(f"final {mode} residual (batch mean)")
     # A DEQ result counts only at an equilibrium: the share of samples within tol, next to the
-    # residuals (train: per logged step; eval: each evaluation).
-    steps, values = _series([r for r in train if not r.get("pretrain")], "fwd_converged")
-    if values:
-        axes[2].plot(steps, values, color="C0", label="train (batch)")
+    # residuals (train: per logged step, forward and adjoint; eval: each evaluation).
+    solved = [r for r in train if not r.get("pretrain")]
+    for key, label, color in (
+        ("fwd_converged", "train (batch)", "C0"),
+        ("bwd_converged", "train adjoint (batch)", "C2"),
+    ):
+        steps, values = _series(solved, key)
+        if values:
+            axes[2].plot(steps, values, color=color, label=label)
     steps, values = _series(evals, "fwd_converged")
     if values:
         split = evals[0].get("split", "eval")

@@ -40,10 +40,17 @@ def to_device(tree: Any, device: torch.device) -> Any:
 def solution_stats(sol: Any) -> dict[str, float]:
     """Batch means of the forward (and, once backward ran, adjoint) solver statistics.
 
+    ``fwd_converged`` / ``bwd_converged`` are the convergence rates: the share of samples whose
+    solve reached its tolerance (the adjoint's only when its statistics say per sample).
+
     >>> import deqkit as dk
-    >>> _, sol = dk.fixed_point(lambda z: 0.5 * z + 1.0, torch.zeros(2, 1), tol=1e-6)
-    >>> sorted(solution_stats(sol)), solution_stats(None)
-    (['fwd_converged', 'fwd_nstep', 'fwd_residual'], {})
+    >>> a = torch.tensor([[0.1], [0.99]], requires_grad=True)  # sample 1 converges slowly
+    >>> z, sol = dk.fixed_point(lambda z: a * z + 1.0, torch.zeros(2, 1), "fixed_point",
+    ...                         tol=1e-6, max_iter=20, on_failure="ignore")
+    >>> solution_stats(sol)["fwd_converged"], solution_stats(None)
+    (0.5, {})
+    >>> z.sum().backward(); sorted(solution_stats(sol))
+    ['bwd_converged', 'bwd_nstep', 'bwd_residual', 'fwd_converged', 'fwd_nstep', 'fwd_residual']
     """
     if sol is None:
         return {}
@@ -55,6 +62,10 @@ def solution_stats(sol: Any) -> dict[str, float]:
     if sol.backward is not None:
         stats["bwd_nstep"] = sol.backward.nstep.float().mean().item()
         stats["bwd_residual"] = sol.backward.residual.float().mean().item()
+        # A model's aggregated adjoint statistics may carry only steps and residuals.
+        converged = getattr(sol.backward, "converged", None)
+        if converged is not None:
+            stats["bwd_converged"] = converged.float().mean().item()
     return stats
 
 

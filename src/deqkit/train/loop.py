@@ -239,10 +239,18 @@ _NOT_SHOWN = {"loss", "lr", "grad_norm", "jac_weight", "max_iter", "task", *MEAN
 
 
 def _postfix(record: dict) -> str:
+    """The progress bar's text for a step's record.
+
+    >>> _postfix({"loss": 0.5, "acc": 0.75, "fwd_nstep": 7.0, "fwd_residual": 1e-3,
+    ...           "fwd_converged": 0.9})
+    'loss 0.500 acc 0.750 | fwd 7.0 it res 1.0e-03 90% conv'
+    """
     keys = [k for k in record if k not in _NOT_SHOWN and isinstance(record[k], float)]
     text = " ".join(f"{k} {record[k]:.3f}" for k in ["loss", *keys[:3]])
-    if "fwd_nstep" in record:
-        text += f" | fwd {record['fwd_nstep']:.1f} it res {record['fwd_residual']:.1e}"
-    if "bwd_nstep" in record:
-        text += f" | bwd {record['bwd_nstep']:.1f} it res {record['bwd_residual']:.1e}"
+    for side in ("fwd", "bwd"):
+        if f"{side}_nstep" in record:
+            nstep, res = record[f"{side}_nstep"], record[f"{side}_residual"]
+            text += f" | {side} {nstep:.1f} it res {res:.1e}"
+            if f"{side}_converged" in record:  # the convergence rate: share of samples within tol
+                text += f" {record[f'{side}_converged']:.0%} conv"
     return text

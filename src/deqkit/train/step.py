@@ -23,7 +23,14 @@ from .task import DEQTerms, Task
 
 __all__ = ["NonFinite", "StepParts", "autocast", "run_step"]
 
-_SOLVER_KEYS = ("fwd_nstep", "fwd_residual", "fwd_converged", "bwd_nstep", "bwd_residual")
+_SOLVER_KEYS = (
+    "fwd_nstep",
+    "fwd_residual",
+    "fwd_converged",
+    "bwd_nstep",
+    "bwd_residual",
+    "bwd_converged",
+)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -148,20 +155,16 @@ def _reduce(task, inputs, targets, output, loss, sol, env: DistEnv) -> dict[str,
         values.update(task.step_metrics(output, targets))
     stats = solution_stats(sol)
     keys = sorted(values)
-    has_bwd = float("bwd_nstep" in stats)
-    flat = (
-        [n, has_bwd * n]
-        + [values[k] * n for k in keys]
-        + [stats.get(k, 0.0) * n for k in _SOLVER_KEYS]
-    )
+    flat = [n] + [values[k] * n for k in keys]
+    # Each solver statistic as (weighted sum, weight): a statistic only some samples have (the
+    # adjoint's before backward ran, or on no rank) averages over those that have it.
+    for key in _SOLVER_KEYS:
+        flat += [stats.get(key, 0.0) * n, float(key in stats) * n]
     total = all_reduce_sum(torch.tensor(flat, dtype=torch.float64), env).tolist()
-    n_all, n_bwd = total[0], total[1]
-    record = {k: v / n_all for k, v in zip(keys, total[2 : 2 + len(keys)], strict=True)}
-    if sol is not None:
-        for key, value in zip(_SOLVER_KEYS, total[2 + len(keys) :], strict=True):
-            if key.startswith("bwd"):
-                if n_bwd > 0:
-                    record[key] = value / n_bwd
-            else:
-                record[key] = value / n_all
+    n_all = total[0]
+    record = {k: v / n_all for k, v in zip(keys, total[1 : 1 + len(keys)], strict=True)}
+    sums = total[1 + len(keys) :]
+    for i, key in enumerate(_SOLVER_KEYS):
+        if sums[2 * i + 1] > 0:
+            record[key] = sums[2 * i] / sums[2 * i + 1]
     return record

@@ -9,7 +9,14 @@ from typing import Any
 __all__ = ["MEAN_KEYS", "add_step", "run_summary"]
 
 #: Per-step solver statistics the summary averages (as ``mean_<key>``).
-MEAN_KEYS = ("fwd_nstep", "fwd_residual", "fwd_converged", "bwd_nstep", "bwd_residual")
+MEAN_KEYS = (
+    "fwd_nstep",
+    "fwd_residual",
+    "fwd_converged",
+    "bwd_nstep",
+    "bwd_residual",
+    "bwd_converged",
+)
 
 
 def add_step(totals: dict[str, Any], record: dict[str, Any], seconds: float, solved: bool) -> None:
