@@ -294,6 +294,24 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self):
+        # Budgets the trainer sets per step must still hold deq.n_states sampled states; the DEQ
+        # layer checks only the budgets it is built with.
+        n = self.deq.n_states
+        lowest = max(1, self.deq.max_iter - self.train.budget_delta)
+        if n > lowest:
+            raise ConfigError(
+                f"deq.n_states={n} exceeds the smallest training budget {lowest} "
+                f"(deq.max_iter={self.deq.max_iter} - train.budget_delta="
+                f"{self.train.budget_delta}); lower n_states or budget_delta"
+            )
+        unroll = self.train.pretrain_unroll or self.deq.max_iter
+        if self.train.pretrain_steps and n > unroll:
+            raise ConfigError(
+                f"deq.n_states={n} exceeds train.pretrain_unroll={unroll}; lower n_states or "
+                "unroll further"
+            )
+
     @classmethod
     def from_dict(cls, raw: dict) -> Config:
         """Validate a plain recipe dict (``to_dict``'s inverse); see ``recipe.parse``."""
