@@ -56,9 +56,9 @@ def truth(reps: int, tol: float) -> None:
             )
 
 
-def memory(reps: int, tol: float) -> None:
+def memory(reps: int, tol: float, keys: str = "abd") -> None:
     print("problem memory update converged  nstep(mean/max)  nfev  time_ms")
-    for key in ("a", "b", "d"):
+    for key in keys:
         prob = problems.make(key)
         for update in ("bad", "good"):
             for mem in (10, 20, 30, 50, 100):
@@ -112,9 +112,13 @@ def main() -> None:
     parser.add_argument("what", choices=("truth", "memory", "rules"))
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument("--problems", default="abd", help="memory: which problems, e.g. 'd'")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    {"truth": truth, "memory": memory, "rules": rules}[args.what](args.reps, args.tol)
+    if args.what == "memory":
+        memory(args.reps, args.tol, args.problems)
+    else:
+        {"truth": truth, "rules": rules}[args.what](args.reps, args.tol)
 
 
 if __name__ == "__main__":

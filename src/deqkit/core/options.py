@@ -96,7 +96,9 @@ class BroydenOptions:
     the secant ``update``: "good" (Broyden's first method) or "bad" (his second method)."""
 
     name: ClassVar[str] = "broyden"
-    memory: int = 30
+    #: 50 = the default max_iter, so a default solve never drops an update: on the ρ≈0.99
+    #: benchmark (d) a ring that wraps loses convergence (benchmarks/stopping.py memory).
+    memory: int = 50
     line_search: bool = False
     max_halvings: int = 4
     update: BroydenUpdate = "bad"

@@ -24,7 +24,7 @@ def make_solver(spec) -> Solver:
     An object converts by its option record, field by field (a ``deqkit.jax`` solver included).
 
     >>> make_solver("broyden")
-    Broyden(memory=30, line_search=False, max_halvings=4, update='bad')
+    Broyden(memory=50, line_search=False, max_halvings=4, update='bad')
     """
     return convert(spec, SOLVERS, "solver", Solver)
 
