@@ -3,6 +3,7 @@
     python benchmarks/stopping.py truth    # cost of the final check evaluation, problems (a), (b)
     python benchmarks/stopping.py memory   # Broyden memory in {10,20,30,50,100} x (a), (b), (d)
     python benchmarks/stopping.py rules    # rel / abs / mixed at z* = 0 and on problem (a)
+    python benchmarks/stopping.py coupled  # sample vs batch scope on the coupled test problems
 
 ``truth`` prints nfev and the best-of-``--reps`` time of each solve; run it once on this tree and
 once with ``PYTHONPATH`` pointing at an older ``src`` to compare. Times are the process's CPU
@@ -98,6 +99,27 @@ def rules(reps: int, tol: float) -> None:
                 )
 
 
+def coupled(reps: int, tol: float) -> None:
+    """The four coupled problems of tests/solvers/test_coupled_batch.py (float64, their own
+    tol), max_iter 200: status, converged share, steps, nfev and the true worst residual."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "solvers"))
+    from test_coupled_batch import PROBLEMS, SOLVERS, _true_residual
+
+    print("problem        solver         scope  status     converged nstep nfev  true_max")
+    for name, build in PROBLEMS.items():
+        for solver_name, solver in SOLVERS.items():
+            for scope in ("sample", "batch"):
+                f, z0, opts = build()
+                sol = dk.solve(f, z0, solver, max_iter=200, stop_scope=scope,
+                               on_failure="ignore", **opts)  # fmt: skip
+                true = _true_residual(f, sol, opts.get("stop_mode", "rel"))
+                print(
+                    f"{name:14s} {solver_name:14s} {scope:6s} {sol.status.name:10s} "
+                    f"{float(sol.converged.double().mean()):9.3f} {int(sol.nstep.max()):5d} "
+                    f"{sol.nfev:5d} {float(true.max()):.2e}"
+                )
+
+
 class _Zero(torch.nn.Module):
     def __init__(self, w):
         super().__init__()
@@ -109,7 +131,7 @@ class _Zero(torch.nn.Module):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("truth", "memory", "rules"))
+    parser.add_argument("what", choices=("truth", "memory", "rules", "coupled"))
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--problems", default="abd", help="memory: which problems, e.g. 'd'")
@@ -118,7 +140,7 @@ def main() -> None:
     if args.what == "memory":
         memory(args.reps, args.tol, args.problems)
     else:
-        {"truth": truth, "rules": rules}[args.what](args.reps, args.tol)
+        {"truth": truth, "rules": rules, "coupled": coupled}[args.what](args.reps, args.tol)
 
 
 if __name__ == "__main__":
