@@ -16,7 +16,7 @@ import torch
 from ._compat import pytree
 from ._sampling import sample_points
 from ._validate import check_int
-from .core import StopMode
+from .core import StopMode, stop_residual
 from .solvers import LayerOutputs, Solution, Status, residuals
 from .state import flatten
 
@@ -54,7 +54,8 @@ def unroll(
     flat_prev, _ = flatten(prev, "z")
     flat_z, _ = flatten(z, "f(z)")
     abs_r, rel_r = (r.detach() for r in residuals(flat_prev, flat_z))
-    res = rel_r if stop_mode == "rel" else abs_r
+    scale = torch.linalg.vector_norm(flat_z.detach(), dim=1)
+    res = rel_r if stop_mode == "rel" else stop_residual(stop_mode, abs_r, scale)
     finite = torch.isfinite(res)
     converged = finite & (res <= tol)
     if not bool(finite.all()):

@@ -127,3 +127,12 @@ def test_batch_scope_broyden_state_serves_shine():
     z.sum().backward()  # SHINE reads the joint (1, rank, B·D) estimate
     expected = 8 * x.mean().item() / (1 - 2 * 0.3) ** 2
     assert abs(a.grad.item() - expected) < 1e-2 * expected  # SHINE is an approximation
+
+
+def test_pretraining_unroll_reports_the_mixed_residual():
+    deq = dk.DEQ(lambda z, x: 0.5 * z + x, stop_mode="mixed", tol=1e-3).pretrain(4)
+    z, sol = deq(torch.ones(2, 3, dtype=F64))
+    prev = 2 * (z - 1.0)  # the unroll's residual is f(prev) − prev, with f(prev) = z
+    abs_r = torch.linalg.vector_norm(z - prev, dim=1)
+    torch.testing.assert_close(sol.abs_residual, abs_r)
+    torch.testing.assert_close(sol.residual, abs_r / (1 + torch.linalg.vector_norm(z, dim=1)))
