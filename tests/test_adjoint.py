@@ -89,11 +89,32 @@ def _issue_example(backward):
     return gx.item(), gxa.item()
 
 
-@pytest.mark.parametrize("backward", ["implicit", dk.Implicit(tol=1e-12)])
-def test_implicit_refuses_create_graph_instead_of_a_wrong_second_derivative(backward):
+@pytest.mark.parametrize("backward", ["implicit", dk.Implicit(tol=1e-12, solver="fixed_point")])
+def test_implicit_second_derivative_of_the_issue_example_is_exact(backward):
     # Before: d/da of d/dx came out 1.0 (exact 1/(1-a)^2 + 2a = 5.0) with no error.
-    with pytest.raises(NotImplementedError, match="higher derivatives through backward='implicit'"):
-        _issue_example(backward)
+    gx, gxa = _issue_example(backward)
+    assert gx == pytest.approx(1 / (1 - 0.5) + 0.25, rel=1e-10)
+    assert gxa == pytest.approx(1 / (1 - 0.5) ** 2 + 2 * 0.5, rel=1e-9)
+
+
+def test_implicit_refuses_create_graph_when_f_uses_a_non_leaf_tensor():
+    a = torch.tensor(0.5, dtype=F64, requires_grad=True)
+    x = 2.0 * torch.tensor([[1.0]], dtype=F64, requires_grad=True)  # made before the solve
+    z, _ = dk.fixed_point(lambda z: a * z + x, torch.zeros(1, 1, dtype=F64), tol=1e-12)
+    with pytest.raises(NotImplementedError, match="non-leaf tensor made before the solve"):
+        torch.autograd.grad(z.sum(), a, create_graph=True)
+    (ga,) = torch.autograd.grad(z.sum(), a)  # first derivatives still work: x/(1-a)^2 = 8
+    assert ga.item() == pytest.approx(8.0, rel=1e-10)
+
+
+def test_implicit_third_derivative_is_refused():
+    a = torch.tensor(0.5, dtype=F64, requires_grad=True)
+    z, _ = dk.fixed_point(lambda z: a * z + 1.0, torch.zeros(1, 1, dtype=F64), tol=1e-12)
+    (g1,) = torch.autograd.grad(z.sum(), a, create_graph=True)  # 1/(1-a)^2 = 4
+    (g2,) = torch.autograd.grad(g1, a, retain_graph=True)  # 2/(1-a)^3 = 16
+    assert (g1.item(), g2.item()) == (pytest.approx(4.0, rel=1e-10), pytest.approx(16.0, rel=1e-9))
+    with pytest.raises(NotImplementedError, match="third derivatives"):
+        torch.autograd.grad(g1, a, create_graph=True)  # a graph for the third derivative
 
 
 def test_shine_refuses_create_graph():
@@ -126,6 +147,15 @@ def _tanh_problem():
     return w, x
 
 
+def _hessian(fn, x):
+    """Row by row, with x a leaf (torch.autograd.functional.hessian would pass a view of x,
+    a non-leaf tensor, for which the implicit backward refuses create_graph)."""
+    x = x.detach().clone().requires_grad_()
+    (g,) = torch.autograd.grad(fn(x), x, create_graph=True)
+    rows = [torch.autograd.grad(gi, x, retain_graph=True)[0] for gi in g.flatten()]
+    return torch.stack(rows).reshape(*x.shape, *x.shape)
+
+
 def _hessian_wrt_x(backward, x, w):
     def loss(xv):
         z, _ = dk.fixed_point(
@@ -134,10 +164,11 @@ def _hessian_wrt_x(backward, x, w):
         )  # fmt: skip
         return (z**2).sum()
 
-    return torch.autograd.functional.hessian(loss, x)
+    return _hessian(loss, x)
 
 
-def test_unrolled_hessian_matches_an_explicit_converged_unroll():
+@pytest.mark.parametrize("backward", ["implicit", "unrolled"])
+def test_hessian_matches_an_explicit_converged_unroll(backward):
     w, x = _tanh_problem()
 
     def reference(xv):  # the fixed point by plain iteration, differentiated as a deep network
@@ -147,7 +178,28 @@ def test_unrolled_hessian_matches_an_explicit_converged_unroll():
         return (z**2).sum()
 
     exact = torch.autograd.functional.hessian(reference, x)
-    got = _hessian_wrt_x("unrolled", x, w)
+    torch.testing.assert_close(_hessian(reference, x), exact, atol=1e-12, rtol=0)  # the helper
+    got = _hessian_wrt_x(backward, x, w)
+    torch.testing.assert_close(got, exact, atol=1e-8, rtol=1e-8)
+
+
+def test_implicit_mixed_second_derivative_in_a_weight_matches_the_unroll():
+    # d/dW of the gradient with respect to x: the hyper-gradient shape (through z* and u).
+    w0, x0 = _tanh_problem()
+
+    def grad_x(w, xv, backward):
+        if backward is None:
+            z = torch.zeros_like(xv)
+            for _ in range(200):
+                z = torch.tanh(z @ w.T + xv)
+        else:
+            z, _ = dk.fixed_point(lambda z: torch.tanh(z @ w.T + xv), torch.zeros_like(xv),
+                                  backward=backward, tol=1e-13, max_iter=300)  # fmt: skip
+        (g,) = torch.autograd.grad((z**3).sum(), xv, create_graph=True)
+        return torch.autograd.grad((g * torch.arange(6.0, dtype=F64).view(2, 3)).sum(), w)[0]
+
+    got = grad_x(w0.clone().requires_grad_(), x0.clone().requires_grad_(), "implicit")
+    exact = grad_x(w0.clone().requires_grad_(), x0.clone().requires_grad_(), None)
     torch.testing.assert_close(got, exact, atol=1e-8, rtol=1e-8)
 
 

@@ -3,11 +3,14 @@
 PyTorch has no public pytree module (as of 2.13 ``torch.utils._pytree`` is the one its own
 libraries use), no public class for the weight- and spectral-norm parametrizations, and no public
 predicate for "this tensor is a view", no public setter for the learning rate an LR scheduler
-reports, and no public test for "this tensor is wrapped by a torch.func transform". Each is wrapped here so that a PyTorch release that moves
+reports, no public test for "this tensor is wrapped by a torch.func transform", and no public
+order of autograd graph nodes. Each is wrapped here so that a PyTorch release that moves
 one breaks one line, found by one test.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch.nn.utils import parametrizations as _parametrizations
@@ -16,6 +19,8 @@ from torch.utils import _pytree as pytree
 __all__ = [
     "NORM_PARAMETRIZATIONS",
     "is_functorch_wrapped",
+    "next_sequence_nr",
+    "node_sequence_nr",
     "pytree",
     "set_scheduler_last_lr",
     "tensor_is_view",
@@ -55,7 +60,26 @@ def is_functorch_wrapped(tensor: torch.Tensor) -> bool:
 
     >>> is_functorch_wrapped(torch.zeros(2))
     False
-    >>> torch.func.vmap(lambda t: torch.tensor(is_functorch_wrapped(t)))(torch.zeros(2)).all().item()
-    True
+    >>> seen = []
+    >>> _ = torch.func.vmap(lambda t: seen.append(is_functorch_wrapped(t)) or t)(torch.zeros(2))
+    >>> seen
+    [True]
     """
     return bool(torch._C._functorch.is_functorch_wrapped_tensor(tensor))
+
+
+def node_sequence_nr(node: Any) -> int:
+    """The creation order of an autograd graph node (``grad_fn``), increasing per thread.
+
+    >>> a = torch.zeros(1, requires_grad=True)
+    >>> node_sequence_nr((a * 2).grad_fn) < node_sequence_nr((a * 3).grad_fn)
+    True
+    """
+    return int(node._sequence_nr())
+
+
+def next_sequence_nr() -> int:
+    """A sequence number no earlier node has: every node created after this call has one at
+    least as large (it makes one throw-away node, with grad mode on)."""
+    with torch.enable_grad():
+        return node_sequence_nr((torch.zeros((), requires_grad=True) * 1).grad_fn)

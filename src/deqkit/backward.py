@@ -27,6 +27,8 @@ from typing import ClassVar
 import torch
 from torch.autograd import forward_ad
 
+from ._compat import next_sequence_nr
+from ._exact_adjoint import graph_leaves, implicit_node
 from .core import (
     BACKWARD_OPTIONS,
     FAILURE_POLICIES,
@@ -84,11 +86,14 @@ class Implicit(ImplicitOptions, Backward):
         max_iter: adjoint iteration budget; None (the default): the forward's ``max_iter``.
         stop_mode: "rel", "abs" or "mixed" (default "rel": scale-free in the loss).
 
-    Higher derivatives (``create_graph=True`` through this backward) are refused with a
-    ``NotImplementedError``: the adjoint u is found by a solve, not differentiated, so a second
-    derivative would silently miss the terms through u and z*. Use ``backward="unrolled"``
-    (exact for the unrolled solve) or ``"phantom"``/``"one_step"`` (exact for their own
-    approximation) when second derivatives are needed.
+    Second derivatives (``create_graph=True``, e.g. hyper-gradients, Hessians) are exact when
+    every tensor f differentiates besides z is a leaf (parameters, leaf inputs): the backward
+    is then a node whose gradient is differentiable once more (``deqkit/_exact_adjoint.py``),
+    at the same first-derivative cost. When f uses a non-leaf tensor made before the solve
+    (an encoder's output, a view such as ``torch.autograd.functional`` passes), and for third
+    derivatives, ``create_graph=True`` raises ``NotImplementedError`` rather than give a
+    derivative that misses the terms through u and z*; ``backward="unrolled"`` is exact for
+    the unrolled solve at any order.
 
     >>> import deqkit as dk
     >>> w = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
@@ -109,15 +114,23 @@ class Implicit(ImplicitOptions, Backward):
                 "for_forward(tol, max_iter) first (fixed_point and DEQ do)"
             )
         z_leaf = z_star.detach().requires_grad_()
+        start = next_sequence_nr()
         fz = f(z_leaf)
         if not fz.requires_grad:
             return fz
+        leaves = graph_leaves(fz, z_leaf, start)
+        if leaves and forward_ad.unpack_dual(fz).tangent is None:
+            # f differentiates only leaves: a node whose gradient is differentiable again.
+            return implicit_node(f, fz, z_leaf, leaves, self, solution, on_failure)
         solver = make_solver(self.solver)
 
         def adjoint(grad: torch.Tensor | None) -> torch.Tensor | None:
             if grad is None:  # an undefined gradient stays undefined (autograd's convention)
                 return None
-            refuse_create_graph("implicit")
+            refuse_create_graph(
+                "implicit", "; second derivatives need f to use only leaf tensors besides z, and "
+                "this f uses a non-leaf tensor made before the solve, e.g. an encoder's output",
+            )  # fmt: skip
             if forward_ad.unpack_dual(fz).tangent is not None:
                 raise NotImplementedError(
                     "reverse mode through backward='implicit' while f's forward-mode tangents "
@@ -149,14 +162,15 @@ class Implicit(ImplicitOptions, Backward):
         return out
 
 
-def refuse_create_graph(name: str) -> None:
+def refuse_create_graph(name: str, why: str = "") -> None:
     """Raise when the backward runs with ``create_graph=True`` (grad mode is on inside a hook
     only then): the adjoint is solved, not recorded, so higher derivatives would be wrong."""
     if torch.is_grad_enabled():
         raise NotImplementedError(
-            f"higher derivatives through backward={name!r} are not supported (create_graph=True "
-            "reached its adjoint solve, whose result has no graph); use backward='unrolled' "
-            "for exact higher derivatives of the unrolled solve, or 'phantom'/'one_step'"
+            f"higher derivatives through backward={name!r} are not supported here "
+            f"(create_graph=True reached an adjoint solve whose result has no graph{why}); use "
+            "backward='unrolled' for exact higher derivatives of the unrolled solve, or "
+            "'phantom'/'one_step'"
         )
 
 

@@ -37,7 +37,7 @@ class Shine(ShineOptions, Backward):
     Args:
         refine: adjoint fixed-point steps applied after the SHINE estimate (0: pure SHINE).
 
-    Like :class:`Implicit`, it refuses ``create_graph=True`` (higher derivatives).
+    It refuses ``create_graph=True`` (higher derivatives): the estimate carries no graph.
 
     >>> import deqkit as dk
     >>> w = torch.tensor(0.5, requires_grad=True)
