@@ -217,3 +217,32 @@ def test_phantom_and_one_step_second_derivatives_are_those_of_their_explicit_ste
     exact = torch.autograd.functional.hessian(explicit, x)
     backward = dk.OneStep() if steps == 1 else dk.Phantom(steps=steps)
     torch.testing.assert_close(_hessian_wrt_x(backward, x, w), exact, atol=1e-10, rtol=1e-8)
+
+
+def test_deq_layer_second_derivative_through_a_non_leaf_input():
+    # x comes from an encoder (a non-leaf tensor): the layer names it, so the node still applies.
+    w0, _ = _tanh_problem()
+    gen = torch.Generator().manual_seed(5)
+    inp = torch.randn(2, 3, generator=gen, dtype=F64)
+    enc = torch.nn.Linear(3, 3).double()
+
+    def mixed(w, solve):
+        x_in = inp.clone().requires_grad_()
+        x = enc(x_in)
+        z = solve(w, x)
+        (g,) = torch.autograd.grad((z**3).sum(), x_in, create_graph=True)
+        return torch.autograd.grad((g * torch.arange(6.0, dtype=F64).view(2, 3)).sum(), w)[0]
+
+    def unrolled(w, x):
+        z = torch.zeros_like(x)
+        for _ in range(200):
+            z = torch.tanh(z @ w.T + x)
+        return z
+
+    def layer(w, x):
+        deq = dk.DEQ(lambda z, x: torch.tanh(z @ w.T + x), tol=1e-13, max_iter=300)
+        return deq(x)[0]
+
+    exact = mixed(w0.clone().requires_grad_(), unrolled)
+    got = mixed(w0.clone().requires_grad_(), layer)
+    torch.testing.assert_close(got, exact, atol=1e-8, rtol=1e-8)

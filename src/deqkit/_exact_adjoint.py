@@ -19,10 +19,11 @@ form is used (which refuses ``create_graph``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch.autograd.graph import get_gradient_edge
 
 from ._compat import node_sequence_nr
 from .solvers import iterate, make_solver
@@ -31,26 +32,40 @@ from .solvers._report import report_failure
 __all__ = ["graph_leaves", "implicit_node"]
 
 
-def graph_leaves(out: torch.Tensor, z_leaf: torch.Tensor, start: int) -> list | None:
-    """The leaf tensors ``out`` depends on apart from ``z_leaf``, walking only nodes made since
-    sequence number ``start`` (f's own graph); None if f reaches an older non-leaf node."""
-    leaves: dict[int, torch.Tensor] = {}
+def graph_leaves(
+    out: torch.Tensor, z_leaf: torch.Tensor, start: int, known: Sequence[torch.Tensor] = ()
+) -> list | None:
+    """The tensors ``out`` depends on apart from ``z_leaf``: leaves, and the non-leaf tensors in
+    ``known`` (a layer's inputs) where the walk meets them, walking only nodes made since
+    sequence number ``start`` (f's own graph); None if f reaches any other older non-leaf node,
+    which the node could not name."""
+    named = {}
+    for t in known:
+        if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+            edge = get_gradient_edge(t)
+            named[(id(edge.node), edge.output_nr)] = t
+    found: dict[int, torch.Tensor] = {}
     seen: set[int] = set()
-    stack = [out.grad_fn]
+    stack = [(out.grad_fn, 0)]
     while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
+        node, nr = stack.pop()  # nr: which output of node the edge carries
+        if node is None:
             continue
-        seen.add(id(node))
         variable = getattr(node, "variable", None)
         if isinstance(variable, torch.Tensor):  # AccumulateGrad: a leaf
             if variable is not z_leaf:
-                leaves[id(variable)] = variable
+                found[id(variable)] = variable
             continue
         if node_sequence_nr(node) < start:
-            return None  # a non-leaf tensor made before f ran: the node could not name it
-        stack.extend(fn for fn, _ in node.next_functions)
-    return list(leaves.values())
+            tensor = named.get((id(node), nr))
+            if tensor is None:
+                return None  # a non-leaf tensor made before f ran that no one named
+            found[id(tensor)] = tensor
+            continue
+        if id(node) not in seen:
+            seen.add(id(node))
+            stack.extend(node.next_functions)
+    return list(found.values())
 
 
 class _Context:

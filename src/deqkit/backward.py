@@ -89,8 +89,9 @@ class Implicit(ImplicitOptions, Backward):
     Second derivatives (``create_graph=True``, e.g. hyper-gradients, Hessians) are exact when
     every tensor f differentiates besides z is a leaf (parameters, leaf inputs): the backward
     is then a node whose gradient is differentiable once more (``deqkit/_exact_adjoint.py``),
-    at the same first-derivative cost. When f uses a non-leaf tensor made before the solve
-    (an encoder's output, a view such as ``torch.autograd.functional`` passes), and for third
+    at the same first-derivative cost; in a ``DEQ`` its inputs (x, extra arguments) may be
+    non-leaf too. When f uses another non-leaf tensor made before the solve (one a
+    ``fixed_point`` closure captures, a view ``torch.autograd.functional`` passes), and for third
     derivatives, ``create_graph=True`` raises ``NotImplementedError`` rather than give a
     derivative that misses the terms through u and z*; ``backward="unrolled"`` is exact for
     the unrolled solve at any order.
@@ -107,7 +108,9 @@ class Implicit(ImplicitOptions, Backward):
 
     name: ClassVar[str] = "implicit"
 
-    def attach(self, f, z_star, solution, on_failure):
+    def attach(self, f, z_star, solution, on_failure, inputs=()):
+        """``inputs``: tensors f uses that may be non-leaf (a layer's x), so that second
+        derivatives stay exact through them."""
         if self.tol is None or self.max_iter is None:
             raise ValueError(
                 "Implicit.attach needs a resolved tol and max_iter: call "
@@ -118,7 +121,7 @@ class Implicit(ImplicitOptions, Backward):
         fz = f(z_leaf)
         if not fz.requires_grad:
             return fz
-        leaves = graph_leaves(fz, z_leaf, start)
+        leaves = graph_leaves(fz, z_leaf, start, inputs)
         if leaves and forward_ad.unpack_dual(fz).tangent is None:
             # f differentiates only leaves: a node whose gradient is differentiable again.
             return implicit_node(f, fz, z_leaf, leaves, self, solution, on_failure)
