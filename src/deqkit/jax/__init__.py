@@ -10,6 +10,8 @@ the PyTorch core. f receives its parameters by closure; see :func:`fixed_point`.
 
 from .backward import Implicit, OneStep, Phantom, Unrolled
 from .deq import fixed_point, solve
+from .layer import DEQ, unroll
+from .losses import fixed_point_correction, jacobian_penalty, skip_loss
 from .solvers import (
     Anderson,
     Broyden,
@@ -21,12 +23,15 @@ from .solvers import (
     Status,
     StatusCode,
 )
+from .solvers.solution import LayerOutputs
 
 __all__ = [
     "Anderson",
     "Broyden",
+    "DEQ",
     "FixedPoint",
     "Implicit",
+    "LayerOutputs",
     "NewtonKrylov",
     "OneStep",
     "Phantom",
@@ -37,5 +42,9 @@ __all__ = [
     "StatusCode",
     "Unrolled",
     "fixed_point",
+    "fixed_point_correction",
+    "jacobian_penalty",
+    "skip_loss",
     "solve",
+    "unroll",
 ]

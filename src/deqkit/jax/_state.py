@@ -77,7 +77,8 @@ class StateSpec:
 
 def _pack(leaves: list, batch: int) -> jax.Array:
     dtype = jnp.result_type(*[solver_dtype(leaf.dtype) for leaf in leaves])
-    mats = [jnp.reshape(leaf, (batch, -1)).astype(dtype) for leaf in leaves]
+    # The per-sample width from the shape, not -1: an empty batch (batch 0) has no -1 to infer.
+    mats = [jnp.reshape(leaf, (batch, math.prod(leaf.shape[1:]))).astype(dtype) for leaf in leaves]
     return mats[0] if len(mats) == 1 else jnp.concatenate(mats, axis=1)
 
 

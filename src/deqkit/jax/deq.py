@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._validate import check_choice
+from .._validate import check_bool, check_choice
 from ..core import (
     DEFAULTS,
     FAILURE_POLICIES,
@@ -29,7 +29,7 @@ from ._compat import ClosedJaxpr, Tracer, jaxpr_as_fun
 from ._failure import report_failure
 from ._state import flatten
 from .backward import make_backward
-from .solvers import Solution, make_solver
+from .solvers import Solution, StatusCode, make_solver
 from .solvers.base import Program, check_loop_options, iterate_with
 
 __all__ = ["fixed_point", "solve"]
@@ -82,9 +82,45 @@ def _frozen(consts: tuple) -> tuple:
     )
 
 
-def _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio, stop_scope):
+def _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio, stop_scope, has_aux):
     check_loop_options(tol, max_iter, stop_mode, trace, divergence_ratio, stop_scope)
     check_choice("on_failure", on_failure, FAILURE_POLICIES)
+    check_bool("has_aux", has_aux)
+
+
+def _state_map(f: Callable, has_aux: bool) -> Callable:
+    """f itself, or with ``has_aux`` the map z ↦ state of f(z) = (state, aux)."""
+    return (lambda z: _aux_pair(f(z))[0]) if has_aux else f
+
+
+def _aux_pair(out: Any) -> tuple[Any, Any]:
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise TypeError(
+            f"with has_aux=True f must return a (state, aux) pair, got {type(out).__name__}"
+            + (f" of length {len(out)}" if isinstance(out, tuple) else "")
+        )
+    return out
+
+
+def _empty(z0: Any, stop_mode: str, tol: float, trace: bool, max_iter: int) -> Solution | None:
+    """The Solution of a batch without samples (f is not called), or None for a real batch."""
+    flat0, spec = flatten(z0)
+    if spec.batch:
+        return None
+    none = jnp.zeros((0,), flat0.dtype)
+    return Solution(
+        z=spec.unflatten(jax.lax.stop_gradient(flat0)),
+        status=StatusCode(jnp.asarray(0, jnp.int32)),  # CONVERGED: nothing was left unsolved
+        converged=jnp.zeros((0,), bool),
+        nstep=jnp.zeros((0,), jnp.int32),
+        residual=none,
+        abs_residual=none,
+        rel_residual=none,
+        nfev=jnp.asarray(0, jnp.int32),
+        trace=jnp.zeros((0, max_iter), flat0.dtype) if trace else None,
+        stop_mode=stop_mode,
+        tol=float(tol),
+    )
 
 
 def solve(
@@ -99,6 +135,7 @@ def solve(
     on_failure: FailurePolicy = DEFAULTS["on_failure"],
     trace: bool = False,
     divergence_ratio: float = DEFAULTS["divergence_ratio"],
+    has_aux: bool = False,
 ) -> Solution:
     """Find z* = f(z*); no gradient passes (closed-over arrays are ``stop_gradient``-ed).
 
@@ -119,9 +156,13 @@ def solve(
         trace: record per-iteration residuals in ``Solution.trace`` (B, max_iter).
         divergence_ratio: stop a sample as DIVERGED once its residual exceeds this many times
             its first residual.
+        has_aux: f returns ``(state, aux)``; the solver iterates on the state and
+            ``Solution.aux`` is the aux of one more evaluation of f at the returned z (None for
+            an empty batch, where f is never called).
 
     Returns:
-        A :class:`Solution` whose ``z`` has the structure of ``z0``.
+        A :class:`Solution` whose ``z`` has the structure of ``z0``. An empty batch (dim 0 of
+        size 0) returns an empty CONVERGED Solution without calling f.
 
     >>> import jax.numpy as jnp
     >>> import deqkit.jax as dkj
@@ -129,8 +170,11 @@ def solve(
     >>> sol.status.name, bool(sol.converged.all())
     ('CONVERGED', True)
     """
-    _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio, stop_scope)
-    flat0, spec, _, _, (program, every) = _prepare(f, z0)
+    _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio, stop_scope, has_aux)
+    empty = _empty(z0, stop_mode, tol, trace, max_iter)
+    if empty is not None:
+        return empty
+    flat0, spec, _, _, (program, every) = _prepare(_state_map(f, has_aux), z0)
     sol = iterate_with(
         make_solver(solver),
         program,
@@ -144,7 +188,9 @@ def solve(
         divergence_ratio=divergence_ratio,
     )
     report_failure(sol, on_failure, "forward solve")
-    return dataclasses.replace(sol, z=spec.unflatten(sol.z))
+    z = spec.unflatten(sol.z)
+    aux = jax.lax.stop_gradient(_aux_pair(f(z))[1]) if has_aux else None
+    return dataclasses.replace(sol, z=z, aux=aux)
 
 
 def fixed_point(
@@ -160,6 +206,7 @@ def fixed_point(
     on_failure: FailurePolicy = DEFAULTS["on_failure"],
     trace: bool = False,
     divergence_ratio: float = DEFAULTS["divergence_ratio"],
+    has_aux: bool = False,
 ) -> tuple[Any, Solution]:
     """Differentiable fixed point z* = f(z*): gradients reach everything f closes over, never z0.
 
@@ -169,7 +216,9 @@ def fixed_point(
     Returns:
         ``(z, solution)``: ``z`` has the structure of ``z0`` and carries the gradient (z* for
         "implicit" and "unrolled", the k steps from z* for "phantom", f(z*) for "one_step");
-        ``solution`` holds the statistics and carries none.
+        ``solution`` holds the statistics and carries none, except ``solution.aux``
+        (``has_aux=True``): the aux of f at the returned z, with gradients through that z and
+        directly through what f closes over.
 
     >>> import jax, jax.numpy as jnp
     >>> import deqkit.jax as dkj
@@ -181,13 +230,16 @@ def fixed_point(
     >>> round(float(value), 4), round(float(grad[0, 0]), 4)
     (4.0, 2.0)
     """
-    _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio, stop_scope)
+    _check(tol, max_iter, stop_mode, on_failure, trace, divergence_ratio, stop_scope, has_aux)
     strategy = make_backward(backward)
     if isinstance(strategy, ImplicitOptions):  # an adjoint tol/max_iter left at None: the forward's
         strategy = strategy.for_forward(tol, max_iter)
     solver = make_solver(solver)
     check_compatible(solver, strategy)
-    flat0, spec, fn, consts, (program, every) = _prepare(f, z0)
+    empty = _empty(z0, stop_mode, tol, trace, max_iter)
+    if empty is not None:
+        return empty.z, empty
+    flat0, spec, fn, consts, (program, every) = _prepare(_state_map(f, has_aux), z0)
     unroll = strategy.unrolls_solver
     seen = every if unroll else _frozen(every)
     sol = iterate_with(
@@ -206,4 +258,6 @@ def fixed_point(
     z = strategy.attach(fn, sol.z, consts, on_failure)
     sol = jax.lax.stop_gradient(sol)
     report_failure(sol, on_failure, "forward solve")
-    return spec.unflatten(z), dataclasses.replace(sol, z=spec.unflatten(sol.z))
+    z = spec.unflatten(z)
+    aux = _aux_pair(f(z))[1] if has_aux else None
+    return z, dataclasses.replace(sol, z=spec.unflatten(sol.z), aux=aux)
