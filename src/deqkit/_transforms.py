@@ -107,20 +107,22 @@ def attach_tangent(strategy: Any, f: Callable, sol: Solution, on_failure: str) -
     if not isinstance(strategy, ImplicitOptions):
         return out  # phantom/one-step: the tangent of their own steps from z*
     direct = tangent_of(out)  # ∂f/∂θ·θ̇ at z*: z* itself enters f without a tangent
-    if direct is None:
+    tol, max_iter = strategy.tol, strategy.max_iter  # resolved: attach has checked them
+    if direct is None or tol is None or max_iter is None:
         return out
     z_star = sol.z.detach()
 
     def tangent_map(v: torch.Tensor) -> torch.Tensor:  # v ↦ J v + ∂f/∂θ·θ̇
-        return tangent_of(f(forward_ad.make_dual(z_star, v)))
+        out = tangent_of(f(forward_ad.make_dual(z_star, v)))
+        return torch.zeros_like(v) if out is None else out
 
     with torch.no_grad():
         tangent = iterate(
             make_solver(strategy.solver),
             tangent_map,
             direct,
-            tol=strategy.tol,
-            max_iter=strategy.max_iter,
+            tol=tol,
+            max_iter=max_iter,
             stop_mode=strategy.stop_mode,
         )
     report_failure(tangent, on_failure, "implicit forward-mode (tangent) solve")

@@ -111,7 +111,8 @@ class Implicit(ImplicitOptions, Backward):
     def attach(self, f, z_star, solution, on_failure, inputs=()):
         """``inputs``: tensors f uses that may be non-leaf (a layer's x), so that second
         derivatives stay exact through them."""
-        if self.tol is None or self.max_iter is None:
+        tol, max_iter = self.tol, self.max_iter
+        if tol is None or max_iter is None:
             raise ValueError(
                 "Implicit.attach needs a resolved tol and max_iter: call "
                 "for_forward(tol, max_iter) first (fixed_point and DEQ do)"
@@ -150,8 +151,8 @@ class Implicit(ImplicitOptions, Backward):
                     solver,
                     adjoint_map,
                     grad,
-                    tol=self.tol,
-                    max_iter=self.max_iter,
+                    tol=tol,
+                    max_iter=max_iter,
                     stop_mode=self.stop_mode,
                 )
             solution._set_backward(back)

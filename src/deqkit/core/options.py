@@ -51,6 +51,9 @@ __all__ = [
 ]
 
 
+_Opts = TypeVar("_Opts", bound="ImplicitOptions")
+
+
 def _name(record: Any, field: str) -> str:
     return f"{type(record).__name__}.{field}"
 
@@ -141,7 +144,7 @@ class ImplicitOptions:
     max_iter: int | None = DEFAULTS["adjoint_max_iter"]
     stop_mode: StopMode = "rel"
 
-    def for_forward(self, tol: float, max_iter: int) -> ImplicitOptions:
+    def for_forward(self: _Opts, tol: float, max_iter: int) -> _Opts:
         """This record with ``tol``/``max_iter`` left at None set to the forward solve's.
 
         >>> ImplicitOptions().for_forward(1e-8, 100).tol, ImplicitOptions(tol=1e-3).for_forward(1e-8, 100).tol
