@@ -23,10 +23,12 @@ def diagnose(
     Returns a JSON-ready dict: ``tol``, ``stop_mode``, ``solver``, ``train_max_iter`` and
     ``eval_max_iter`` of the first layer; ``sweep`` (one row per solver × budget: the task's
     metrics, ``loss``, ``fwd_converged`` (share of samples within ``tol``), ``fwd_nstep``,
-    ``fwd_residual``); ``at_budget`` and ``at_convergence`` (the layer's own solver at its eval
-    budget and at ``factor`` × it); ``gap`` of the deciding metric between those two;
-    ``spectral_radius`` of J_f at z*; ``adjoint`` (the backward solve at the training budget);
-    and ``verdict``.
+    ``fwd_residual``); ``at_train_budget``, ``at_budget`` and ``at_convergence`` (the layer's
+    own solver at its training budget, at its eval budget and at ``factor`` × the eval budget);
+    ``gap`` (eval budget) and ``train_gap`` (training budget) of the deciding metric against
+    convergence; ``spectral_radius`` of J_f at z*; ``adjoint`` (the backward solve at the
+    training budget); and ``verdict``. The training-budget rows are measured in eval mode on
+    ``dataset`` (the trainer logs the same rates on the training batches).
 
     >>> import torch, deqkit as dk
     >>> from deqkit.train.task import Classification
@@ -60,15 +62,12 @@ def diagnose(
     reference = options.factor * eval_budget
     points = [(s, k) for s in options.solvers for k in options.max_iter]
     rows = sweep(model, task, dataset, options, points)
-    at_budget, at_conv = sweep(
-        model, task, dataset, options, [(None, eval_budget), (None, reference)]
-    )
+    budgets = list(dict.fromkeys((train_budget, eval_budget, reference)))
+    own_rows = sweep(model, task, dataset, options, [(None, k) for k in budgets])
+    own = dict(zip(budgets, own_rows, strict=True))
+    at_train, at_budget, at_conv = own[train_budget], own[eval_budget], own[reference]
     metric = task.best.metric
-    low, high = at_budget.get(metric), at_conv.get(metric)
-    gap = {"metric": metric, "at_budget": low, "at_convergence": high, "difference": None}
-    if isinstance(low, float) and isinstance(high, float):
-        gap["difference"] = low - high
-    gap["noise"] = metric_noise(high, int(at_conv["n"]), task.best.mode)
+    noise = metric_noise(at_conv.get(metric), int(at_conv["n"]), task.best.mode)
     report = {
         "tol": first.tol,
         "stop_mode": first.stop_mode,
@@ -79,14 +78,25 @@ def diagnose(
         "mode": task.best.mode,
         "n": int(at_conv["n"]),
         "sweep": rows,
+        "at_train_budget": at_train,
         "at_budget": at_budget,
         "at_convergence": at_conv,
-        "gap": gap,
+        "gap": _gap(metric, at_budget, at_conv, noise),
+        "train_gap": _gap(metric, at_train, at_conv, noise),
         "spectral_radius": spectral_check(model, task, dataset, options, reference),
         "adjoint": adjoint_check(model, task, dataset, options, train_budget),
     }
     report["verdict"] = verdict(report)
     return report
+
+
+def _gap(metric: str, low: dict, high: dict, noise: float | None) -> dict:
+    """The deciding metric at a budget (``low``) against at convergence (``high``)."""
+    a, b = low.get(metric), high.get(metric)
+    gap = {"metric": metric, "at_budget": a, "at_convergence": b, "difference": None}
+    if isinstance(a, float) and isinstance(b, float):
+        gap["difference"] = a - b
+    return {**gap, "max_iter": low["max_iter"], "noise": noise}
 
 
 def diagnose_checkpoint(

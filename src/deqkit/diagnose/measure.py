@@ -181,6 +181,7 @@ def spectral_check(
     Dim 0 of the state must index independent samples; ρ < 1 means plain fixed-point
     iteration contracts locally around z*.
     """
+    start = time.perf_counter()
     layers = DEQLayers(model)
     layer = layers.layers[0]
     inputs, _ = _probe_batch(task, dataset, options)
@@ -213,6 +214,8 @@ def spectral_check(
         "below_1": sum(v < 1 for v in values) / max(1, len(values)),
         **_summary(values),
         "converged_share": sum(bool(c) for c in converged) / max(1, len(converged)),
+        "rho_iter": options.rho_iter,
+        "seconds": time.perf_counter() - start,
         "per_sample": values,
     }
 
@@ -223,6 +226,7 @@ def adjoint_check(
     """The implicit backward's adjoint solve at the training settings (the layer's own
     solver, forward budget ``budget``, its backward options) on the first probe samples, in
     eval mode; parameter gradients are put back as they were."""
+    start = time.perf_counter()
     layers = DEQLayers(model)
     inputs, targets = _probe_batch(task, dataset, options)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -262,4 +266,5 @@ def adjoint_check(
         "residual": adj.residual.float().mean().item(),
         "tol": tol,
         "stop_mode": getattr(adj, "stop_mode", None),
+        "seconds": time.perf_counter() - start,
     }

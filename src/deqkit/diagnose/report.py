@@ -35,17 +35,20 @@ def format_table(report: dict) -> str:
     metric = report["metric"]
     head = f"{'solver':<14}{'max_iter':>9}{metric:>10}{'converged':>11}{'iters':>8}{'residual':>11}"
     lines = [f"tolerance {report['tol']:g} ({report['stop_mode']}), n={report['n']}", head]
-    rows = report["sweep"] + [
-        {**report["at_budget"], "solver": report["at_budget"]["solver"] + "*"},
-        {**report["at_convergence"], "solver": report["at_convergence"]["solver"] + "*"},
-    ]
+    own = [report[k] for k in ("at_train_budget", "at_budget", "at_convergence") if k in report]
+    own = list({row["max_iter"]: row for row in own}.values())
+    rows = report["sweep"] + [{**row, "solver": row["solver"] + "*"} for row in own]
     for row in rows:
         lines.append(
             f"{row['solver']:<14}{row['max_iter']:>9}{_num(row.get(metric), '.4f'):>10}"
             f"{_num(row.get('fwd_converged'), '.3f'):>11}{_num(row.get('fwd_nstep'), '.2f'):>8}"
             f"{_num(row.get('fwd_residual'), '.2e'):>11}"
         )
-    lines.append("* the model's own solver and options: at its eval budget, and at convergence")
+    lines.append(
+        f"* the model's own solver and options: at its training budget "
+        f"({report.get('train_max_iter', '-')}), eval budget ({report['eval_max_iter']}) and "
+        f"at convergence ({report['at_convergence']['max_iter']})"
+    )
     rho = report.get("spectral_radius") or {}
     if rho:
         lines.append(
@@ -68,6 +71,12 @@ def format_table(report: dict) -> str:
         f"{_num(gap['at_convergence'], '.4f')} at convergence (difference "
         f"{_num(gap['difference'], '+.4f')}, noise ~{_num(gap['noise'], '.4f')})"
     )
+    tgap = report.get("train_gap") or {}
+    if tgap and tgap.get("max_iter") != report["eval_max_iter"]:
+        lines.append(
+            f"{metric}: {_num(tgap['at_budget'], '.4f')} at the training budget, difference to "
+            f"convergence {_num(tgap['difference'], '+.4f')}"
+        )
     lines.append(report["verdict"]["summary"])
     lines.extend(f"advice: {a}" for a in report["verdict"]["advice"])
     return "\n".join(lines)
@@ -102,6 +111,8 @@ def write_report(report: dict, out: str | Path) -> list[Path]:
         strict=True,
     ):
         ax.axvline(report["eval_max_iter"], color="k", ls=":", lw=1, label="eval budget")
+        if report.get("train_max_iter", report["eval_max_iter"]) != report["eval_max_iter"]:
+            ax.axvline(report["train_max_iter"], color="C2", ls=":", lw=1, label="train budget")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("max_iter")
         ax.set_ylabel(label)

@@ -33,19 +33,36 @@ def metric_noise(value: float | None, n: int, mode: str = "max") -> float | None
 def verdict(report: dict) -> dict:
     """``{"status": "healthy"|"unhealthy", "summary", "problems", "advice"}`` from a
     :func:`deqkit.diagnose.diagnose` report (its ``at_budget``, ``at_convergence``, ``gap``,
-    ``spectral_radius`` and ``adjoint`` entries).
+    ``spectral_radius`` and ``adjoint`` entries; ``at_train_budget`` and ``train_gap`` where
+    present). The forward solve must reach the tolerance for >= 90% of samples at the training
+    budget (the implicit gradient's premise) and at the eval budget (the reported number's).
 
-    >>> v = verdict({"at_budget": {"fwd_converged": 0.0, "max_iter": 8},
-    ...              "at_convergence": {"fwd_converged": 0.5, "max_iter": 32}, "tol": 1e-3})
-    >>> v["status"], v["problems"][0][:40]
-    ('unhealthy', 'trained as a truncated unroll: 0% of sam')
+    >>> v = verdict({"at_train_budget": {"fwd_converged": 0.0, "max_iter": 8},
+    ...              "at_budget": {"fwd_converged": 0.98, "max_iter": 32},
+    ...              "at_convergence": {"fwd_converged": 1.0, "max_iter": 128}, "tol": 1e-3})
+    >>> v["status"], v["problems"][0][:60]
+    ('unhealthy', 'trained as a truncated unroll: 0% of samples reach tol 0.001')
+    >>> verdict({"at_budget": {"fwd_converged": 1.0, "max_iter": 8},
+    ...          "at_convergence": {"fwd_converged": 1.0, "max_iter": 32}, "tol": 1e-3})["summary"]
+    'healthy: a real equilibrium (100% converge at the eval budget of 8)'
     """
     problems, advice = [], []
     budget, conv = report["at_budget"], report["at_convergence"]
     share, k = budget.get("fwd_converged"), budget.get("max_iter")
     tol = report.get("tol")
-    if share is not None and share < CONVERGE_SHARE:
-        kind = "trained as a truncated unroll" if share < 0.5 else "not a reliable equilibrium"
+    train = report.get("at_train_budget") or budget
+    train_share, train_k = train.get("fwd_converged"), train.get("max_iter")
+    if train_share is not None and train_share < CONVERGE_SHARE:
+        kind = "trained as a truncated unroll" if train_share < 0.5 else "trained off equilibrium"
+        where = "training budget" if train_k != k else "training and eval budget"
+        problems.append(
+            f"{kind}: {train_share:.0%} of samples reach tol {tol:g} at the {where} of "
+            f"{train_k} iterations (need >= {CONVERGE_SHARE:.0%}; the implicit gradient assumes "
+            f"a fixed point)"
+        )
+        advice.append(_FIXES)
+    if share is not None and share < CONVERGE_SHARE and (train_k != k or train_share is None):
+        kind = "evaluated as a truncated unroll" if share < 0.5 else "not a reliable equilibrium"
         problems.append(
             f"{kind}: {share:.0%} of samples reach tol {tol:g} at the eval budget of {k} "
             f"iterations (need >= {CONVERGE_SHARE:.0%})"
@@ -88,11 +105,22 @@ def verdict(report: dict) -> dict:
                 f"{gap['at_convergence']:.4f} at convergence (noise ~{gap['noise']:.4f}): the "
                 f"reported number is not the equilibrium's"
             )
+    tgap = report.get("train_gap") or {}
+    if tgap.get("difference") is not None and tgap.get("noise") is not None:
+        if abs(tgap["difference"]) > tgap["noise"] and tgap.get("max_iter") != k:
+            problems.append(
+                f"{tgap['metric']} moves from {tgap['at_budget']:.4f} at the training budget "
+                f"to {tgap['at_convergence']:.4f} at convergence (noise ~{tgap['noise']:.4f}): "
+                f"the model learned its truncated solve, not its fixed point"
+            )
+            advice.append(_FIXES)
     advice = list(dict.fromkeys(advice))
     if problems:
         summary = "unhealthy: " + "; ".join(problems)
         return {"status": "unhealthy", "summary": summary, "problems": problems, "advice": advice}
     parts = [f"{share:.0%} converge at the eval budget of {k}"] if share is not None else []
+    if train_k != k and train_share is not None:
+        parts.append(f"{train_share:.0%} at the training budget of {train_k}")
     if rho.get("median") is not None:
         parts.append(f"median rho(J_f) {rho['median']:.3f}")
     if gap.get("difference") is not None:
