@@ -133,6 +133,7 @@ def test_batch_scope_reaches_a_true_converged(problem, solver):
     assert bool((true <= opts["tol"]).all())
     torch.testing.assert_close(sol.residual, true, rtol=1e-6, atol=1e-13)
     assert len(set(sol.nstep.tolist())) == 1  # the batch stops together
+    assert sol.stop_scope == "batch" and "stop_scope='batch'" in repr(sol)
 
 
 @pytest.mark.parametrize("problem", sorted(PROBLEMS))

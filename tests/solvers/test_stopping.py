@@ -65,6 +65,7 @@ def test_empty_batch_returns_an_empty_solution_without_calling_f(scope):
     assert sol.status == dk.Status.CONVERGED and sol.nfev == 0
     assert sol.z.shape == (0, 3) and sol.converged.shape == sol.residual.shape == (0,)
     assert "converged=0/0" in repr(sol) and sol.message.startswith("CONVERGED")
+    assert sol.stop_scope == scope
 
 
 def _bn_cell():

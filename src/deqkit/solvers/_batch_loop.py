@@ -142,6 +142,7 @@ def iterate_batch(
         trace=to_torch(xp.stack(history)) if history is not None else None,
         state=state,
         outputs=LayerOutputs(states=states) if sample_at else LayerOutputs(),
+        stop_scope="batch",
     )
 
 

@@ -74,7 +74,7 @@ def iterate(
     if z0.dim() != 2:
         raise ValueError(f"solvers take a (B, D) matrix, got shape {tuple(z0.shape)}")
     if z0.shape[0] == 0:
-        return _empty(z0, stop_mode, tol, trace, sample_at)
+        return _empty(z0, stop_mode, stop_scope, tol, trace, sample_at)
     if stop_scope == "batch":
         return iterate_batch(
             solver,
@@ -221,7 +221,12 @@ def iterate(
 
 
 def _empty(
-    z0: torch.Tensor, stop_mode: StopMode, tol: float, trace: bool, sample_at: Sequence[int]
+    z0: torch.Tensor,
+    stop_mode: StopMode,
+    stop_scope: StopScope,
+    tol: float,
+    trace: bool,
+    sample_at: Sequence[int],
 ) -> Solution:
     """The Solution of a batch without samples: nothing to solve, f is not called."""
     none = torch.zeros(0, dtype=z0.dtype if z0.is_floating_point() else torch.float32)
@@ -239,4 +244,5 @@ def _empty(
         trace=torch.zeros(0, 0, dtype=none.dtype) if trace else None,
         state=None,
         outputs=LayerOutputs(states=[z0] if 1 in sample_at else [] if sample_at else None),
+        stop_scope=stop_scope,
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..core import Status, StopMode
+from ..core import Status, StopMode, StopScope
 
 __all__ = ["LayerOutputs", "Solution"]
 
@@ -44,8 +44,8 @@ class Solution:
     * ``nstep``: iterations each sample ran (the evaluation of ``f(z0)`` is iteration 1);
       ``nfev``: all calls of f.
     * ``residual`` (in ``stop_mode``), ``abs_residual``, ``rel_residual``: at each sample's z.
-    * ``stop_mode``, ``tol``: as solved. ``trace`` (B, iterations): per-iteration residuals when
-      asked for.
+    * ``stop_mode``, ``tol``, ``stop_scope``: as solved. ``trace`` (B, iterations):
+      per-iteration residuals when asked for.
     * ``state``: the solver's final state when the solve kept it (``solve(keep_state=True)``, or
       a backward that reads it, such as SHINE), else None. For Broyden a
       :class:`~deqkit.solvers.BroydenState`.
@@ -75,6 +75,7 @@ class Solution:
     trace: torch.Tensor | None = None
     state: Any = None
     outputs: LayerOutputs = field(default_factory=LayerOutputs)
+    stop_scope: StopScope = "sample"
     aux: Any = None
     # ``backward`` lives in a box shared by every copy made with ``dataclasses.replace``, so the
     # adjoint solve, which runs later, reaches the Solution the caller holds.
@@ -130,6 +131,8 @@ class Solution:
             f"nstep={_span(self.nstep)}, {self.stop_mode}_residual={_span(self.residual, '.2e')}, "
             f"tol={self.tol:.1e}, nfev={self.nfev}"
         )
+        if self.stop_scope != "sample":
+            text += f", stop_scope={self.stop_scope!r}"
         if self.backward is not None:
             text += f", backward={self.backward!r}"
         return text + ")"
