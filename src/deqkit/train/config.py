@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backward import BACKWARDS
-from ..core import DEFAULTS, FAILURE_POLICIES, STOP_MODES, check_compatible
+from ..core import DEFAULTS, FAILURE_POLICIES, STOP_MODES, STOP_SCOPES, check_compatible
 from ..solvers import SOLVERS
 from ._checks import build_options, check_choice, check_field, check_number, set_field
 from .errors import ConfigError
@@ -51,6 +51,7 @@ class DEQConfig:
     max_iter: int = DEFAULTS["max_iter"]
     eval_max_iter: int | None = None
     stop_mode: str = DEFAULTS["stop_mode"]
+    stop_scope: str = DEFAULTS["stop_scope"]
     on_failure: str = DEFAULTS["on_failure"]
     n_states: int = 1
     jac_reg_prob: float = 0.0
@@ -61,6 +62,7 @@ class DEQConfig:
         check_choice("deq.solver", self.solver, SOLVERS)
         check_choice("deq.backward", self.backward, BACKWARDS)
         check_choice("deq.stop_mode", self.stop_mode, STOP_MODES)
+        check_choice("deq.stop_scope", self.stop_scope, STOP_SCOPES)
         try:
             check_compatible(self.solver, self.backward)
         except ValueError as exc:
@@ -100,6 +102,8 @@ def deq_kwargs(cfg: DEQConfig) -> dict:
     # Only when used, so a model whose DEQ call does not take them is not forced to.
     if cfg.n_states > 1:
         kwargs["n_states"] = cfg.n_states
+    if cfg.stop_scope != DEFAULTS["stop_scope"]:
+        kwargs["stop_scope"] = cfg.stop_scope
     if cfg.jac_reg_prob > 0:
         kwargs.update(jac_reg_prob=cfg.jac_reg_prob, jac_reg_vecs=cfg.jac_reg_vecs)
     return kwargs
