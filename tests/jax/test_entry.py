@@ -44,9 +44,9 @@ def test_has_aux_solve_returns_aux_at_the_returned_z():
     def f(z):
         return 0.5 * z + 1.0, {"norm": jnp.linalg.norm(z, axis=1)}
 
-    sol = dkj.solve(f, jnp.zeros((2, 3)), tol=1e-10, max_iter=100, has_aux=True)
+    sol = dkj.solve(f, jnp.zeros((2, 3)), "fixed_point", tol=1e-10, max_iter=100, has_aux=True)
     np.testing.assert_allclose(sol.aux["norm"], np.linalg.norm(sol.z, axis=1), rtol=1e-12)
-    assert dkj.solve(lambda z: 0.5 * z, jnp.ones((1, 1))).aux is None
+    assert dkj.solve(lambda z: 0.5 * z + 1.0, jnp.ones((1, 1)), "fixed_point").aux is None
     with pytest.raises(TypeError, match=r"has_aux=True f must return a \(state, aux\) pair"):
         dkj.solve(lambda z: 0.5 * z, jnp.ones((1, 1)), has_aux=True)
     with pytest.raises(TypeError, match="has_aux must be a bool"):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,7 +60,7 @@ def test_pretraining_matches_torch(weights):
     for k in ("W", "U", "b"):
         assert_close(grads[k], tp[k].grad)
     # pretrain(0) solves again
-    _, sol = jdeq.pretrain(0)(jp, jx, z0=zeros())
+    _, sol = dataclasses.replace(jdeq, solver=dkj.FixedPoint()).pretrain(0)(jp, jx, z0=zeros())
     assert int(sol.nfev) > 3 and sol.status == dkj.Status.CONVERGED
 
 
@@ -67,11 +69,11 @@ def test_skip_deq_initialiser_matches_torch(weights):
     init = torch.nn.Linear(3, 5, bias=False).double()
     with torch.no_grad():
         init.weight.copy_(tp["V"])
-    tdeq = dk.DEQ(torch_cell(tp), init=init, tol=1e-10, max_iter=60)
+    tdeq = dk.DEQ(torch_cell(tp), "fixed_point", init=init, tol=1e-10, max_iter=60)
     tz, tsol = tdeq(tx)
     tsol.outputs.skip_loss.backward()
 
-    jdeq = dkj.DEQ(jax_cell, init=lambda p, x: x @ p["V"].T, tol=1e-10, max_iter=60)
+    jdeq = dkj.DEQ(jax_cell, "fixed_point", init=lambda p, x: x @ p["V"].T, tol=1e-10, max_iter=60)
 
     def skip(p):
         z, sol = jdeq(p, jx)
@@ -84,7 +86,9 @@ def test_skip_deq_initialiser_matches_torch(weights):
     assert_close(grads["V"], init.weight.grad, rtol=1e-8)
     # z* is held constant in the loss: no gradient reaches the cell's weights through it
     assert not np.asarray(grads["W"]).any()
-    assert dkj.DEQ(jax_cell)(jp, jx, z0=zeros())[1].outputs.skip_loss is None  # no init, no term
+    assert (
+        dkj.DEQ(jax_cell, "fixed_point")(jp, jx, z0=zeros())[1].outputs.skip_loss is None
+    )  # no init, no term
 
 
 def test_sampled_states_match_torch(weights):
@@ -136,7 +140,7 @@ def test_jacobian_penalty_is_hutchinsons_formula():
 
 def test_layer_jacobian_penalty_hook(weights):
     jp, jx, _, _ = both(weights)
-    deq = dkj.DEQ(jax_cell, tol=1e-10, max_iter=60, jac_reg_prob=1.0, jac_reg_vecs=2)
+    deq = dkj.DEQ(jax_cell, "fixed_point", tol=1e-10, max_iter=60, jac_reg_prob=1.0, jac_reg_vecs=2)
     key = jax.random.PRNGKey(0)
     z, sol = deq(jp, jx, z0=zeros(), key=key)
     want = dkj.jacobian_penalty(lambda z: jax_cell(jp, z, jx), z, jax.random.split(key)[1], vecs=2)
@@ -146,7 +150,7 @@ def test_layer_jacobian_penalty_hook(weights):
     assert deq(jp, jx, z0=zeros(), training=False)[1].outputs.jac_loss is None
     with pytest.raises(ValueError, match="needs key="):
         deq(jp, jx, z0=zeros())
-    half = dkj.DEQ(jax_cell, tol=1e-10, max_iter=60, jac_reg_prob=0.5)
+    half = dkj.DEQ(jax_cell, "fixed_point", tol=1e-10, max_iter=60, jac_reg_prob=0.5)
     run = jax.jit(lambda k: half(jp, jx, z0=zeros(), key=k)[1].outputs.jac_loss)
     values = [float(run(k)) for k in jax.random.split(key, 8)]
     assert 0 < sum(v == 0.0 for v in values) < 8  # drawn on some calls, not on others
