@@ -19,11 +19,10 @@ form is used (which refuses ``create_graph``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.autograd.graph import get_gradient_edge
 
 from ._compat import node_sequence_nr
 from .solvers import iterate, make_solver
@@ -32,40 +31,28 @@ from .solvers._report import report_failure
 __all__ = ["graph_leaves", "implicit_node"]
 
 
-def graph_leaves(
-    out: torch.Tensor, z_leaf: torch.Tensor, start: int, known: Sequence[torch.Tensor] = ()
-) -> list | None:
-    """The tensors ``out`` depends on apart from ``z_leaf``: leaves, and the non-leaf tensors in
-    ``known`` (a layer's inputs) where the walk meets them, walking only nodes made since
-    sequence number ``start`` (f's own graph); None if f reaches any other older non-leaf node,
-    which the node could not name."""
-    named = {}
-    for t in known:
-        if isinstance(t, torch.Tensor) and t.grad_fn is not None:
-            edge = get_gradient_edge(t)
-            named[(id(edge.node), edge.output_nr)] = t
-    found: dict[int, torch.Tensor] = {}
+def graph_leaves(out: torch.Tensor, z_leaf: torch.Tensor, start: int) -> list | None:
+    """The leaf tensors ``out`` depends on apart from ``z_leaf``, walking only nodes made since
+    sequence number ``start`` (f's own graph); None if f reaches an older non-leaf node. (Such
+    a tensor cannot simply be named as an input of the node: its own history may lead to the
+    same leaves, which would then receive that path twice.)"""
+    leaves: dict[int, torch.Tensor] = {}
     seen: set[int] = set()
-    stack = [(out.grad_fn, 0)]
+    stack = [out.grad_fn]
     while stack:
-        node, nr = stack.pop()  # nr: which output of node the edge carries
-        if node is None:
+        node = stack.pop()
+        if node is None or id(node) in seen:
             continue
+        seen.add(id(node))
         variable = getattr(node, "variable", None)
         if isinstance(variable, torch.Tensor):  # AccumulateGrad: a leaf
             if variable is not z_leaf:
-                found[id(variable)] = variable
+                leaves[id(variable)] = variable
             continue
         if node_sequence_nr(node) < start:
-            tensor = named.get((id(node), nr))
-            if tensor is None:
-                return None  # a non-leaf tensor made before f ran that no one named
-            found[id(tensor)] = tensor
-            continue
-        if id(node) not in seen:
-            seen.add(id(node))
-            stack.extend(node.next_functions)
-    return list(found.values())
+            return None  # a non-leaf tensor made before f ran: the node could not name it
+        stack.extend(fn for fn, _ in node.next_functions)
+    return list(leaves.values())
 
 
 class _Context:
@@ -97,6 +84,7 @@ class _Context:
                 tol=self.opts.tol,
                 max_iter=self.opts.max_iter,
                 stop_mode=self.opts.stop_mode,
+                stop_scope=self.solution.stop_scope,  # a coupled f couples the adjoint too
             )
         self.solution._set_backward(back)
         report_failure(back, self.on_failure, "implicit backward (adjoint) solve")
@@ -164,6 +152,7 @@ def _attach_linear(h: Callable, u_star: torch.Tensor, context: _Context) -> torc
                 tol=context.opts.tol,
                 max_iter=context.opts.max_iter,
                 stop_mode=context.opts.stop_mode,
+                stop_scope=context.solution.stop_scope,
             )
         report_failure(back, context.on_failure, "implicit second-order (adjoint) solve")
         return back.z

@@ -89,9 +89,9 @@ class Implicit(ImplicitOptions, Backward):
     Second derivatives (``create_graph=True``, e.g. hyper-gradients, Hessians) are exact when
     every tensor f differentiates besides z is a leaf (parameters, leaf inputs): the backward
     is then a node whose gradient is differentiable once more (``deqkit/_exact_adjoint.py``),
-    at the same first-derivative cost; in a ``DEQ`` its inputs (x, extra arguments) may be
-    non-leaf too. When f uses another non-leaf tensor made before the solve (one a
-    ``fixed_point`` closure captures, a view ``torch.autograd.functional`` passes), and for third
+    at the same first-derivative cost. When f uses a non-leaf tensor made before the solve
+    (an encoder's output, a DEQ layer's computed input, a view ``torch.autograd.functional``
+    passes), and for third
     derivatives, ``create_graph=True`` raises ``NotImplementedError`` rather than give a
     derivative that misses the terms through u and z*; ``backward="unrolled"`` is exact for
     the unrolled solve at any order.
@@ -108,9 +108,7 @@ class Implicit(ImplicitOptions, Backward):
 
     name: ClassVar[str] = "implicit"
 
-    def attach(self, f, z_star, solution, on_failure, inputs=()):
-        """``inputs``: tensors f uses that may be non-leaf (a layer's x), so that second
-        derivatives stay exact through them."""
+    def attach(self, f, z_star, solution, on_failure):
         tol, max_iter = self.tol, self.max_iter
         if tol is None or max_iter is None:
             raise ValueError(
@@ -122,7 +120,7 @@ class Implicit(ImplicitOptions, Backward):
         fz = f(z_leaf)
         if not fz.requires_grad:
             return fz
-        leaves = graph_leaves(fz, z_leaf, start, inputs)
+        leaves = graph_leaves(fz, z_leaf, start)
         if leaves and forward_ad.unpack_dual(fz).tangent is None:
             # f differentiates only leaves: a node whose gradient is differentiable again.
             return implicit_node(f, fz, z_leaf, leaves, self, solution, on_failure)
@@ -154,6 +152,8 @@ class Implicit(ImplicitOptions, Backward):
                     tol=tol,
                     max_iter=max_iter,
                     stop_mode=self.stop_mode,
+                    # f coupling samples couples the adjoint's too: follow the forward's scope.
+                    stop_scope=solution.stop_scope,
                 )
             solution._set_backward(back)
             report_failure(back, on_failure, "implicit backward (adjoint) solve")

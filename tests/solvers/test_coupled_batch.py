@@ -243,3 +243,34 @@ def test_batch_scope_unrolled_backward_differentiates_the_joint_solve():
     expected = 8 * xbar / (1 - 2 * 0.3) ** 2
     assert sol.status == dk.Status.CONVERGED
     assert abs(a.grad.item() - expected) < 1e-8 * expected
+
+
+def test_implicit_adjoint_follows_the_batch_scope():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 16, generator=gen, dtype=F64)
+    w = 0.9 * w / torch.linalg.matrix_norm(w, 2)
+    x = torch.randn(6, 16, generator=gen, dtype=F64)
+    x = x * torch.tensor([0.1] * 3 + [3.0] * 3, dtype=F64)[:, None]
+    a = torch.tensor(0.3, dtype=F64, requires_grad=True)
+
+    def f(z):
+        return torch.tanh(z @ w.T + x) + a * torch.tanh(z.mean(0, keepdim=True))
+
+    z, sol = dk.fixed_point(f, torch.zeros(6, 16, dtype=F64), "anderson",
+                            dk.Implicit(tol=1e-10, max_iter=200), tol=1e-10, max_iter=200,
+                            stop_scope="batch")  # fmt: skip
+    (grad,) = torch.autograd.grad((z**2).sum(), a)
+    assert sol.backward.status == dk.Status.CONVERGED and sol.backward.stop_scope == "batch"
+    zu, _ = dk.fixed_point(f, torch.zeros(6, 16, dtype=F64), "fixed_point", "unrolled",
+                           tol=1e-13, max_iter=400, stop_scope="batch")  # fmt: skip
+    (expected,) = torch.autograd.grad((zu**2).sum(), a)
+    torch.testing.assert_close(grad, expected, rtol=1e-8, atol=0.0)
+
+
+def test_recipe_deq_section_takes_stop_scope():
+    from deqkit.train.config import DEQConfig, deq_kwargs
+
+    assert "stop_scope" not in deq_kwargs(DEQConfig())
+    assert deq_kwargs(DEQConfig(stop_scope="batch"))["stop_scope"] == "batch"
+    with pytest.raises(Exception, match="deq.stop_scope"):
+        DEQConfig(stop_scope="all")
