@@ -225,7 +225,6 @@ class DEQ(nn.Module):
                     divergence_ratio=DEFAULTS["divergence_ratio"],
                     n_states=self.n_states,
                     stop_scope=self.stop_scope,
-                    inputs=tuple(pytree.tree_leaves((x, args, kwargs))),
                 )
             terms: dict[str, Any] = {}
             # An empty batch has no samples to penalise: zero terms, not the NaN of a mean of none.

@@ -12,7 +12,7 @@ import torch
 from ._sampling import attach_states, sample_points
 from ._transforms import GuardedMap, attach_tangent, aux_pair, check_not_wrapped, split_aux
 from ._validate import check_bool, check_choice, check_float, check_int
-from .backward import Backward, Implicit, make_backward
+from .backward import Backward, make_backward
 from .core import (
     DEFAULTS,
     FAILURE_POLICIES,
@@ -214,10 +214,9 @@ def fixed_point(
 
 def _fixed_point(
     f, z0, solver, backward, *, tol, max_iter, stop_mode, on_failure, trace, divergence_ratio,
-    n_states, stop_scope=DEFAULTS["stop_scope"], has_aux=False, inputs=(),
+    n_states, stop_scope=DEFAULTS["stop_scope"], has_aux=False,
 ) -> tuple[Any, Solution, Any]:  # fmt: skip
-    """:func:`fixed_point`, also returning the solver's detached z* (in z0's structure).
-    ``inputs``: the tensors f uses that a layer knows of (its x), for the implicit backward."""
+    """:func:`fixed_point`, also returning the solver's detached z* (in z0's structure)."""
     _check_common(tol, max_iter, stop_mode, on_failure, trace, has_aux)
     strategy = make_backward(backward)
     if isinstance(strategy, ImplicitOptions):  # an adjoint tol/max_iter left at None: the forward's
@@ -250,8 +249,7 @@ def _fixed_point(
         if guarded.dual:  # forward mode: the backward also gives z* its tangent
             z_flat = attach_tangent(strategy, flat_f, sol, on_failure)
         elif torch.is_grad_enabled() and not strategy.unrolls_solver:
-            extra = {"inputs": inputs} if inputs and isinstance(strategy, Implicit) else {}
-            z_flat = strategy.attach(flat_f, sol.z, sol, on_failure, **extra)
+            z_flat = strategy.attach(flat_f, sol.z, sol, on_failure)
         if n_states > 1:
             sampled = sol.outputs.states or []
             states = attach_states(strategy, flat_f, sampled, z_flat, n_states, sol, on_failure)
