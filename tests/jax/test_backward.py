@@ -200,3 +200,13 @@ def test_forward_mode_check_grads_float64(weights):
         return jnp.sum(jnp.sin(z))
 
     check_grads(loss, (x,), order=1, modes=["fwd"], eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_per_example_derivatives_under_vmap():
+    # The rule under jax.vmap (a batch of problems, each with its own a): dz*/da = 2/(1 − a)²
+    # and d²z*/da² = 4/(1 − a)³ per problem.
+    a = jnp.array([0.1, 0.5, 0.7])
+    first = jax.jit(jax.vmap(jax.grad(scalar_deq)))(a)
+    second = jax.jit(jax.vmap(jax.hessian(scalar_deq)))(a)
+    np.testing.assert_allclose(first, 2 / (1 - a) ** 2, rtol=1e-10)
+    np.testing.assert_allclose(second, 4 / (1 - a) ** 3, rtol=1e-9)
