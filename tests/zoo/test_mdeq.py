@@ -173,3 +173,21 @@ def test_every_recipe_validates_and_builds_its_model():
         assert cfg.model["name"] == "mdeq" and "\n" not in cfg.description, name
         net = build_model("mdeq", cfg.model_kwargs(), deq_kwargs(cfg.deq), infos[cfg.data.name])
         assert isinstance(net, MDEQClassifier), name
+
+
+@pytest.mark.slow
+def test_demo_recipe_trains_a_healthy_equilibrium(tmp_path):
+    """`make demo`'s recipe end to end (minutes): >= 97% test accuracy and `diagnose` healthy,
+    i.e. >= 90% of test samples within tol at the training and eval budgets, the adjoint
+    converged at the training settings, and the accuracy unchanged at 4x the eval budget."""
+    from deqkit.diagnose import DiagnoseOptions, diagnose_checkpoint
+    from deqkit.train import load_config, train
+
+    out = tmp_path / "run"
+    summary = train(load_config("mdeq-digits"), out, progress=False)
+    assert summary["test_acc"] >= 0.97, summary
+    assert summary["mean_fwd_converged"] >= 0.9 and summary["mean_bwd_converged"] >= 0.9
+    report = diagnose_checkpoint(out, options=DiagnoseOptions(solvers=("anderson",), max_iter=(8,)))
+    assert report["at_train_budget"]["fwd_converged"] >= 0.9, report["at_train_budget"]
+    assert report["adjoint"]["converged"] >= 0.9, report["adjoint"]
+    assert report["verdict"]["status"] == "healthy", report["verdict"]
