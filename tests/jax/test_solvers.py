@@ -112,3 +112,69 @@ def test_options_are_checked_and_torch_options_convert():
         memory=7, line_search=True
     )
     assert dkj.Implicit(solver=dk.FixedPoint(damping=0.5)).solver == dkj.FixedPoint(damping=0.5)
+
+
+def test_stop_scope_batch_iterates_all_samples_together():
+    # f couples the samples; per-sample freezing would leave the early ones off their fixed point.
+    f = lambda z: 0.5 * z + 0.45 * z.mean(0, keepdims=True) + jnp.array([[0.01], [5.0]])  # noqa: E731
+    sol = dkj.solve(f, jnp.zeros((2, 3)), "anderson", tol=1e-9, stop_mode="abs", stop_scope="batch")
+    assert int(sol.status) == dkj.Status.CONVERGED and len(set(np.asarray(sol.nstep))) == 1
+    true = np.linalg.norm(np.asarray(f(sol.z) - sol.z), axis=1)
+    assert (true <= 1e-9).all()
+    np.testing.assert_allclose(sol.abs_residual, true, rtol=1e-9, atol=1e-15)
+    with pytest.raises(ValueError, match="stop_scope"):
+        dkj.solve(f, jnp.zeros((2, 3)), stop_scope="all")
+
+
+def test_coupled_f_per_sample_status_is_true():
+    # The first sample stops early; the coupling then moves its fixed point. The final check
+    # evaluates f at the returned z, so the status cannot claim a convergence that is not there.
+    f = lambda z: 0.5 * z + 0.45 * z.mean(0, keepdims=True) + jnp.array([[0.01], [5.0]])  # noqa: E731
+    sol = dkj.solve(
+        f,
+        jnp.zeros((2, 3)),
+        "fixed_point",
+        tol=1e-6,
+        stop_mode="abs",
+        max_iter=200,
+        on_failure="ignore",
+    )
+    true = np.linalg.norm(np.asarray(f(sol.z) - sol.z), axis=1)
+    np.testing.assert_allclose(sol.abs_residual, true, rtol=1e-9, atol=1e-15)
+    np.testing.assert_array_equal(sol.converged, true <= 1e-6)
+    assert int(sol.status) == (
+        dkj.Status.CONVERGED if (true <= 1e-6).all() else dkj.Status.MAX_ITER
+    )
+
+
+def test_mixed_stop_mode_stops_at_a_zero_fixed_point():
+    f = lambda z: 0.5 * z  # noqa: E731  z* = 0: ‖f(z) − z‖ / ‖f(z)‖ stays 1 forever
+    rel = dkj.solve(f, jnp.ones((2, 3)), "fixed_point", tol=1e-6, on_failure="ignore")
+    assert int(rel.status) == dkj.Status.MAX_ITER
+    mixed = dkj.solve(f, jnp.ones((2, 3)), "fixed_point", tol=1e-6, stop_mode="mixed")
+    assert int(mixed.status) == dkj.Status.CONVERGED
+    scale = np.linalg.norm(np.asarray(f(mixed.z)), axis=1)
+    np.testing.assert_allclose(mixed.residual, mixed.abs_residual / (1 + scale), rtol=1e-12)
+
+
+@pytest.mark.parametrize("scope", ["sample", "batch"])
+def test_empty_batch_returns_an_empty_solution(scope):
+    calls = []
+    sol = dkj.solve(lambda z: calls.append(1) or 0.5 * z, jnp.zeros((0, 3)), stop_scope=scope)
+    assert sol.z.shape == (0, 3) and sol.converged.shape == (0,) and int(sol.nfev) == 0
+    assert int(sol.status) == dkj.Status.CONVERGED
+
+
+def test_broyden_final_state_approximates_the_adjoint():
+    from deqkit.jax.solvers import iterate
+
+    A = 0.5 * jnp.eye(3)
+    sol = iterate(
+        dkj.Broyden(memory=8),
+        lambda z: z @ A.T + 1.0,
+        jnp.zeros((2, 3)),
+        tol=1e-10,
+        keep_state=True,
+    )
+    g = jnp.ones((2, 3))
+    np.testing.assert_allclose(sol.state.adjoint(g), 2 * g, rtol=1e-8)  # u = g / (1 - 0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...core import DEFAULTS, convert
 from .anderson import Anderson
 from .base import Solver, Status, StatusCode, iterate, residuals
-from .broyden import Broyden
+from .broyden import Broyden, BroydenState
 from .fixed_point import FixedPoint
 from .newton_krylov import NewtonKrylov
 from .solution import Solution, SolverError
@@ -34,6 +34,7 @@ __all__ = [
     "SOLVERS",
     "Anderson",
     "Broyden",
+    "BroydenState",
     "FixedPoint",
     "NewtonKrylov",
     "Solution",

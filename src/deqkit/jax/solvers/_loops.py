@@ -1,9 +1,42 @@
-"""Small loop helpers shared by the JAX solvers."""
+"""Small loop helpers shared by the JAX solvers and the two iteration loops."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from ...core import Status, stop_residual
+
+
+def measure(z: jax.Array, fz: jax.Array, stop_mode: str):
+    """Per sample ``(‖f(z) − z‖, ‖f(z)‖, the residual stop_mode compares with tol)``; the
+    second is floored at the dtype's smallest normal number."""
+    abs_res = jnp.linalg.norm(fz - z, axis=1)
+    scale = jnp.maximum(jnp.linalg.norm(fz, axis=1), jnp.finfo(fz.dtype).tiny)
+    return abs_res, scale, stop_residual(stop_mode, abs_res, scale)
+
+
+def status_of(converged: jax.Array, nonfinite: jax.Array, diverged: jax.Array) -> jax.Array:
+    """The batch's int32 status code from per-sample flags, worst first."""
+    return jnp.where(
+        jnp.any(nonfinite),
+        int(Status.NONFINITE),
+        jnp.where(
+            jnp.any(diverged),
+            int(Status.DIVERGED),
+            jnp.where(jnp.all(converged), int(Status.CONVERGED), int(Status.MAX_ITER)),
+        ),
+    ).astype(jnp.int32)
+
+
+def run_loop(running, body, carry, max_iter: int, unroll: bool):
+    """``while running(c): c = body(c)`` for iterations 2..max_iter: a ``while_loop``, or with
+    ``unroll`` a static-length ``fori_loop`` that reverse-mode autodiff can pass through."""
+    if unroll:
+        return jax.lax.fori_loop(
+            1, max_iter, lambda _, c: jax.lax.cond(running(c), body, lambda c: c, c), carry
+        )
+    return jax.lax.while_loop(running, body, carry)
 
 
 def bounded_loop(length: int, keep_going, body, carry):

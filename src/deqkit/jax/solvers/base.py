@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from ..._validate import check_bool, check_choice, check_float, check_int
-from ...core import DEFAULTS, STOP_MODES, STOP_SCOPES, Status, StopMode, StopScope, stop_residual
+from ...core import DEFAULTS, STOP_MODES, STOP_SCOPES, Status, StopMode, StopScope
+from ._batch_loop import iterate_batch
+from ._loops import measure, run_loop, status_of
 from ._program import Program, cached_jit
 from .solution import Solution, SolverError, StatusCode
 
@@ -54,6 +56,12 @@ class Solver(abc.ABC):
     ) -> tuple[jax.Array, jax.Array, Any, jax.Array]:
         """Propose and evaluate the next iterate; return ``(z_new, f(z_new), memory, nfev)``."""
 
+    @property
+    def mixes_rows(self) -> bool:
+        """Whether a step may assemble ``f(z_new)`` from rows of several evaluations (a
+        per-sample line search): the loop then checks f at the returned z once more."""
+        return False
+
     def final_state(self, memory: Any) -> Any:
         """What the solver hands on in ``Solution.state`` (e.g. an inverse estimate); None."""
         return None
@@ -67,14 +75,8 @@ def residuals(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:
     >>> float(a[0]), float(r[0])
     (5.0, 1.0)
     """
-    abs_res, scale = _norms(z, fz)
-    return abs_res, abs_res / scale
-
-
-def _norms(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(‖f(z) − z‖, ‖f(z)‖)`` per sample, the second floored at the dtype's smallest normal."""
-    abs_res = jnp.linalg.norm(fz - z, axis=1)
-    return abs_res, jnp.maximum(jnp.linalg.norm(fz, axis=1), jnp.finfo(fz.dtype).tiny)
+    abs_res, scale, rel = measure(z, fz, "rel")
+    return abs_res, rel
 
 
 def _select(mask: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
@@ -111,11 +113,12 @@ def iterate(
 
     Mirrors :func:`deqkit.solvers.iterate` step for step. ``stop_scope="sample"``: a sample
     that reaches ``tol`` (or turns NaN/Inf, or grows past ``divergence_ratio`` times its first
-    residual) is frozen, and f keeps seeing it at its frozen iterate while the others go on; each
-    sample returns its lowest-residual iterate. ``stop_scope="batch"``: every sample iterates
-    until all reach ``tol`` at the same iterate (for f that couples samples); the batch returns
-    its best whole iterate. Either way the residuals and status are those of f at the returned
-    z: when the returned state is not the batch f last saw whole, f is evaluated once more on it.
+    residual) is frozen, f keeps seeing it at its frozen iterate while the others go on, and each
+    sample returns its lowest-residual iterate. ``stop_scope="batch"``: the batch is solved as
+    one system until every sample meets ``tol`` at the same iterate (for f that couples samples).
+    Either way the residuals and status are those of f at the returned z: when f has not seen
+    that z whole (a sample stopped earlier, an older best iterate, a line search mixing rows of
+    several evaluations), f is evaluated once more on it (counted in ``nfev``).
 
     ``unroll=True`` runs the same body in a ``fori_loop`` of static length (skipping finished
     iterations with ``lax.cond``) so that reverse-mode autodiff can pass through the whole solve.
@@ -132,24 +135,25 @@ def iterate(
     check_bool("keep_state", keep_state)
     if z0.ndim != 2:
         raise ValueError(f"solvers take a (B, D) matrix, got shape {tuple(z0.shape)}")
-    per_sample = stop_scope == "sample"
+    options = dict(tol=tol, max_iter=max_iter, stop_mode=stop_mode, trace=trace)
+    if z0.shape[0] == 0:
+        return _empty(z0, **options)
+    options.update(divergence_ratio=divergence_ratio, unroll=unroll, keep_state=keep_state)
+    if stop_scope == "batch":
+        return iterate_batch(solver, fn, z0, **options)
+    return _iterate_samples(solver, fn, z0, **options)
+
+
+def _iterate_samples(
+    solver, fn, z0, *, tol, max_iter, stop_mode, trace, divergence_ratio, unroll, keep_state
+) -> Solution:
     batch = z0.shape[0]
-
-    def measure(z, fz):
-        abs_r, scale = _norms(z, fz)
-        return abs_r, scale, stop_residual(stop_mode, abs_r, scale)
-
     z = z0
     fz = fn(z)
-    abs_r, scale, res = measure(z, fz)
+    abs_r, scale, res = measure(z, fz, stop_mode)
     finite = jnp.isfinite(abs_r)
     diverge_at = divergence_ratio * jnp.maximum(abs_r, jnp.finfo(abs_r.dtype).tiny)
     converged = finite & (res <= tol)
-    nonfinite = ~finite
-    if per_sample:
-        active = ~(converged | nonfinite)
-    else:
-        active = jnp.broadcast_to(~jnp.all(converged) & jnp.all(finite), (batch,))
     history = None
     if trace:
         history = jnp.full((batch, max_iter), jnp.nan, res.dtype).at[:, 0].set(res)
@@ -159,17 +163,14 @@ def iterate(
         "fz": fz,
         "memory": solver.init(z, fz),
         # Each stopped sample's frozen iterate: f sees it in place of the solver's proposals.
-        "hold": z if per_sample else None,
-        "best_z": z,
-        "best_abs": abs_r,
-        "best_scale": scale,
-        "best_res": res,
+        "hold": z,
+        "best": (z, abs_r, scale, res),
         "nstep": jnp.ones(batch, jnp.int32),
         "converged": converged,
-        "nonfinite": nonfinite,
+        "nonfinite": ~finite,
         "diverged": jnp.zeros_like(finite),
-        "active": active,
-        # Whether best_z is exactly the batch f saw at its last evaluation (then the kept
+        "active": ~(converged | ~finite),
+        # Whether f saw the returned batch whole at its last evaluation (then the kept
         # residuals are true for it without evaluating f again).
         "whole": jnp.asarray(True),
         "nfev": jnp.asarray(1, jnp.int32),
@@ -180,82 +181,62 @@ def iterate(
         return jnp.any(c["active"]) & (c["k"] < max_iter)
 
     def body(c):
-        active = c["active"]
-        if per_sample:
-            hold = c["hold"]
-            evaluate = lambda y: fn(_select(active, y, hold))  # noqa: E731
-        else:
-            evaluate = fn
+        active, hold = c["active"], c["hold"]
+
+        def evaluate(y):
+            return fn(_select(active, y, hold))
+
         z_new, fz_new, memory, nfev = solver.step(evaluate, c["z"], c["fz"], c["memory"], active)
         k = c["k"] + 1
-        abs_n, scale_n, res_n = measure(z_new, fz_new)
+        abs_n, scale_n, res_n = measure(z_new, fz_new, stop_mode)
         finite = jnp.isfinite(abs_n)
+        update = active & finite
+        improved = update & (res_n < c["best"][3])
+        now_converged = update & (res_n <= tol)
+        now_nonfinite = active & ~finite
+        now_diverged = update & (abs_n > diverge_at)
+        stopped = now_converged | now_nonfinite | now_diverged
+        # A sample that turned NaN/Inf freezes at its last finite iterate.
+        frozen_at = _select(now_nonfinite, c["z"], z_new)
+        best = (z_new, abs_n, scale_n, res_n)
         out = dict(c, k=k, z=z_new, fz=fz_new, memory=memory, nfev=c["nfev"] + nfev)
-        if per_sample:
-            update = active & finite
-            improved = update & (res_n < c["best_res"])
-            now_converged = update & (res_n <= tol)
-            now_nonfinite = active & ~finite
-            now_diverged = update & (abs_n > diverge_at)
-            stopped = now_converged | now_nonfinite | now_diverged
-            # A sample that turned NaN/Inf freezes at its last finite iterate.
-            frozen_at = _select(now_nonfinite, c["z"], z_new)
-            out["hold"] = _select(stopped, frozen_at, hold)
-            out["converged"] = c["converged"] | now_converged
-            out["nonfinite"] = c["nonfinite"] | now_nonfinite
-            out["diverged"] = c["diverged"] | now_diverged
-            out["active"] = active & ~stopped
-            out["nstep"] = jnp.where(active, k, c["nstep"])
-            out["whole"] = jnp.all(improved)
-        else:
-            update = jnp.broadcast_to(jnp.all(finite), finite.shape)
-            improved = update & (jnp.max(res_n) < jnp.max(c["best_res"]))
-            converged = finite & (res_n <= tol)
-            out["converged"] = jnp.where(improved, converged, c["converged"])
-            out["nonfinite"] = c["nonfinite"] | ~finite
-            out["diverged"] = c["diverged"] | (abs_n > diverge_at)
-            stop = jnp.all(converged) | jnp.any(out["nonfinite"] | out["diverged"])
-            out["active"] = active & ~stop
-            out["nstep"] = jnp.broadcast_to(k, c["nstep"].shape)
-            out["whole"] = improved[0] if batch else jnp.asarray(True)
-        out["best_z"] = _select(improved, z_new, c["best_z"])
-        out["best_abs"] = jnp.where(improved, abs_n, c["best_abs"])
-        out["best_scale"] = jnp.where(improved, scale_n, c["best_scale"])
-        out["best_res"] = jnp.where(improved, res_n, c["best_res"])
+        out["best"] = jax.tree.map(lambda new, old: _select(improved, new, old), best, c["best"])
+        out["hold"] = _select(stopped, frozen_at, hold)
+        out["converged"] = c["converged"] | now_converged
+        out["nonfinite"] = c["nonfinite"] | now_nonfinite
+        out["diverged"] = c["diverged"] | now_diverged
+        out["active"] = active & ~stopped
+        out["nstep"] = jnp.where(active, k, c["nstep"])
+        out["whole"] = jnp.all(improved)
         if trace:
-            history = c["history"]
-            out["history"] = history.at[:, k - 1].set(jnp.where(update, res_n, history[:, k - 2]))
+            hist = c["history"]
+            out["history"] = hist.at[:, k - 1].set(jnp.where(update, res_n, hist[:, k - 2]))
         return out
 
-    if unroll:
-        c = jax.lax.fori_loop(
-            1, max_iter, lambda _, c: jax.lax.cond(running(c), body, lambda c: c, c), carry
-        )
-    else:
-        c = jax.lax.while_loop(running, body, carry)
-    z_out = c["best_z"]
-    kept = (c["best_abs"], c["best_scale"], c["best_res"], c["converged"], c["nfev"])
-    abs_r, scale, res, converged, nfev = kept
-    if per_sample:
-        # Some samples were frozen, or kept an earlier iterate: f has not seen this batch
-        # whole, and a coupled f may give it other residuals than the ones kept.
-        def recheck(_):
-            abs_f, scale_f, res_f = measure(z_out, fn(z_out))
-            return abs_f, scale_f, res_f, jnp.isfinite(abs_f) & (res_f <= tol), nfev + 1
+    c = run_loop(running, body, carry, max_iter, unroll)
+    best_z, abs_r, scale, res = c["best"]
+    kept = (abs_r, scale, res, c["converged"], c["nonfinite"], c["nfev"])
 
-        abs_r, scale, res, converged, nfev = jax.lax.cond(c["whole"], lambda _: kept, recheck, None)
-    status = jnp.where(
-        jnp.any(c["nonfinite"]),
-        int(Status.NONFINITE),
-        jnp.where(
-            jnp.any(c["diverged"]),
-            int(Status.DIVERGED),
-            jnp.where(jnp.all(converged), int(Status.CONVERGED), int(Status.MAX_ITER)),
-        ),
-    ).astype(jnp.int32)
+    def recheck(_):
+        # The truth check: the residuals of f at the returned z, on the whole batch. When the
+        # last input of f is that z (frozen samples converged at their frozen iterate, the rest
+        # at the last step) its output serves; else f is evaluated once more.
+        last_in = _select(c["nstep"] == c["k"], c["z"], c["hold"])
+        again = jnp.any(last_in != best_z) | solver.mixes_rows
+        f_best = jax.lax.cond(again, lambda: fn(best_z), lambda: c["fz"])
+        abs_f, scale_f, res_f = measure(best_z, f_best, stop_mode)
+        finite = jnp.isfinite(abs_f)
+        converged = finite & (res_f <= tol)
+        nfev = c["nfev"] + again.astype(jnp.int32)
+        return abs_f, scale_f, res_f, converged, c["nonfinite"] | ~finite, nfev
+
+    unseen = (c["k"] > 1) & (~c["whole"] | solver.mixes_rows)
+    abs_r, scale, res, converged, nonfinite, nfev = jax.lax.cond(
+        unseen, recheck, lambda _: kept, None
+    )
     return Solution(
-        z=z_out,
-        status=StatusCode(status),
+        z=best_z,
+        status=StatusCode(status_of(converged, nonfinite, c["diverged"])),
         converged=converged,
         nstep=c["nstep"],
         residual=res,
@@ -264,6 +245,24 @@ def iterate(
         nfev=nfev,
         trace=c["history"],
         state=solver.final_state(c["memory"]) if keep_state else None,
+        stop_mode=stop_mode,
+        tol=float(tol),
+    )
+
+
+def _empty(z0, *, tol, max_iter, stop_mode, trace) -> Solution:
+    """The Solution of a batch without samples: nothing to solve, f is not called."""
+    none = jnp.zeros(0, z0.dtype if jnp.issubdtype(z0.dtype, jnp.inexact) else jnp.float32)
+    return Solution(
+        z=z0,
+        status=StatusCode(jnp.asarray(int(Status.CONVERGED), jnp.int32)),
+        converged=jnp.zeros(0, bool),
+        nstep=jnp.zeros(0, jnp.int32),
+        residual=none,
+        abs_residual=none,
+        rel_residual=none,
+        nfev=jnp.asarray(0, jnp.int32),
+        trace=jnp.zeros((0, max_iter), none.dtype) if trace else None,
         stop_mode=stop_mode,
         tol=float(tol),
     )

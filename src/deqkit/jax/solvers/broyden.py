@@ -10,11 +10,40 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import jax
 import jax.numpy as jnp
 
 from ...core.options import BroydenOptions
 from ._loops import bounded_step_search
 from .base import Solver
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class BroydenState:
+    """Broyden's final inverse-Jacobian estimate J_g⁻¹ ≈ −I + Σᵢ uᵢ vᵢᵀ of g(z) = f(z) − z, per
+    sample (``us``, ``vs``: (B, memory, D); unused slots are zero), as ``Solution.state`` hands
+    it on. A sample that stopped early gets no further terms (its later secant pairs would be
+    wrong), but a later step may overwrite one of its oldest slots with zeros once the ring is
+    full, where the torch solver keeps the old term.
+    """
+
+    us: jax.Array
+    vs: jax.Array
+
+    def adjoint(self, grad: jax.Array) -> jax.Array:
+        """Approximate solution u of u = grad + J_fᵀ u, i.e. u ≈ −J_g⁻ᵀ grad = grad − V (Uᵀ grad).
+
+        >>> import jax.numpy as jnp
+        >>> from deqkit.jax.solvers import iterate
+        >>> sol = iterate(Broyden(), lambda z: 0.5 * z + 1.0, jnp.zeros((2, 3)), tol=1e-8,
+        ...               keep_state=True)
+        >>> g = jnp.ones((2, 3))  # the exact adjoint of f = 0.5 z + 1 is u = g / (1 - 0.5)
+        >>> bool(jnp.allclose(sol.state.adjoint(g), 2 * g))
+        True
+        """
+        coeff = jnp.einsum("bmd,bd->bm", self.us, grad)
+        return grad - jnp.einsum("bm,bmd->bd", coeff, self.vs)
 
 
 def _inv_times(us, vs, x):
@@ -48,6 +77,14 @@ class Broyden(BroydenOptions, Solver):
 
     name: ClassVar[str] = "broyden"
 
+    @property
+    def mixes_rows(self) -> bool:
+        """The per-sample line search mixes rows of its trial evaluations."""
+        return self.line_search
+
+    def final_state(self, memory) -> BroydenState:
+        return BroydenState(memory[0], memory[1])
+
     def init(self, z, fz):
         batch, width = z.shape
         buf = jnp.zeros((batch, self.memory, width), z.dtype)
@@ -80,6 +117,8 @@ class Broyden(BroydenOptions, Solver):
             v = dg
             denom = jnp.linalg.norm(dg, axis=1, keepdims=True) ** 2
             usable = (denom > jnp.finfo(z.dtype).tiny) & jnp.isfinite(denom)
+        # A sample no longer active adds no term (its secant pair would be wrong).
+        usable = usable & active[:, None]
         safe = jnp.where(usable, denom, 1.0)
         u = jnp.where(usable, (dz - inv_dg) / safe, 0.0)
         u = jnp.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0)

@@ -1,0 +1,113 @@
+"""The loop of ``stop_scope="batch"``: the whole batch solved as one system, stopped together.
+
+Twin of ``deqkit.solvers._batch_loop``. For f that couples samples the batch is one fixed-point
+problem with B·D unknowns: the solver sees a (1, B·D) matrix, so its weights, secant estimate
+or Krylov space cover the coupling; f and the stopping rule see the (B, D) batch. The loop stops
+when every sample meets ``tol`` at the same iterate, when a sample turns NaN/Inf or diverges, or
+at ``max_iter``; the returned z is the iterate with the smallest worst-sample residual, whose
+residuals come from one evaluation of f on it (evaluated again only if the solver mixes rows).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ._loops import measure, run_loop, status_of
+from .solution import Solution, StatusCode
+
+
+def iterate_batch(
+    solver, fn, z0, *, tol, max_iter, stop_mode, trace, divergence_ratio, unroll, keep_state
+) -> Solution:
+    """:func:`~deqkit.jax.solvers.iterate` with ``stop_scope="batch"`` (options checked there).
+
+    >>> import jax.numpy as jnp
+    >>> import deqkit.jax as dkj
+    >>> f = lambda z: 0.5 * z + 0.4 * z.mean(0, keepdims=True) + 1.0  # couples the samples
+    >>> sol = iterate_batch(dkj.Anderson(), f, jnp.zeros((3, 2)), tol=1e-8, max_iter=50,
+    ...                     stop_mode="rel", trace=False, divergence_ratio=1e8, unroll=False,
+    ...                     keep_state=False)
+    >>> sol.status.name, sol.nstep.tolist() == [int(sol.nstep[0])] * 3
+    ('CONVERGED', True)
+    """
+    shape = z0.shape
+
+    def evaluate(flat):
+        return fn(flat.reshape(shape)).reshape(1, -1)
+
+    def residuals(flat, f_flat):
+        return measure(flat.reshape(shape), f_flat.reshape(shape), stop_mode)
+
+    z = z0.reshape(1, -1)
+    fz = evaluate(z)
+    abs_r, scale, res = residuals(z, fz)
+    finite = jnp.isfinite(abs_r)
+    diverge_at = divergence_ratio * jnp.maximum(abs_r, jnp.finfo(abs_r.dtype).tiny)
+    history = None
+    if trace:
+        history = jnp.full((shape[0], max_iter), jnp.nan, res.dtype).at[:, 0].set(res)
+    carry = {
+        "k": jnp.asarray(1, jnp.int32),
+        "z": z,
+        "fz": fz,
+        "memory": solver.init(z, fz),
+        "best": (z, abs_r, scale, res),
+        "worst": jnp.max(res),
+        "nonfinite": ~finite,
+        "diverged": jnp.zeros_like(finite),
+        "done": jnp.any(~finite) | jnp.all(res <= tol),
+        "nfev": jnp.asarray(1, jnp.int32),
+        "history": history,
+    }
+    one = jnp.ones(1, bool)
+
+    def running(c):
+        return ~c["done"] & (c["k"] < max_iter)
+
+    def body(c):
+        z_new, fz_new, memory, nfev = solver.step(evaluate, c["z"], c["fz"], c["memory"], one)
+        k = c["k"] + 1
+        abs_n, scale_n, res_n = residuals(z_new, fz_new)
+        finite = jnp.isfinite(abs_n)
+        all_finite = jnp.all(finite)
+        diverged = finite & (abs_n > diverge_at)
+        better = all_finite & (jnp.max(res_n) < c["worst"])
+        best = jax.tree.map(
+            lambda new, old: jnp.where(better, new, old), (z_new, abs_n, scale_n, res_n), c["best"]
+        )
+        out = dict(c, k=k, z=z_new, fz=fz_new, memory=memory, best=best, nfev=c["nfev"] + nfev)
+        out["worst"] = jnp.where(better, jnp.max(res_n), c["worst"])
+        out["nonfinite"], out["diverged"] = ~finite, diverged
+        out["done"] = ~all_finite | jnp.any(diverged) | jnp.all(res_n <= tol)
+        if trace:
+            hist = c["history"]
+            out["history"] = hist.at[:, k - 1].set(jnp.where(finite, res_n, hist[:, k - 2]))
+        return out
+
+    c = run_loop(running, body, carry, max_iter, unroll)
+    best_z, abs_r, scale, res = c["best"]
+    nonfinite, nfev = c["nonfinite"], c["nfev"]
+    if solver.mixes_rows:
+        # A line search mixed rows of several evaluations: check f at the returned z.
+        def recheck(_):
+            abs_f, scale_f, res_f = residuals(best_z, evaluate(best_z))
+            return abs_f, scale_f, res_f, nonfinite | ~jnp.isfinite(abs_f), nfev + 1
+
+        kept = (abs_r, scale, res, nonfinite, nfev)
+        abs_r, scale, res, nonfinite, nfev = jax.lax.cond(c["k"] > 1, recheck, lambda _: kept, None)
+    converged = jnp.isfinite(abs_r) & (res <= tol)
+    return Solution(
+        z=best_z.reshape(shape),
+        status=StatusCode(status_of(converged, nonfinite, c["diverged"])),
+        converged=converged,
+        nstep=jnp.full(shape[0], c["k"], jnp.int32),
+        residual=res,
+        abs_residual=abs_r,
+        rel_residual=abs_r / scale,
+        nfev=nfev,
+        trace=c["history"],
+        state=solver.final_state(c["memory"]) if keep_state else None,
+        stop_mode=stop_mode,
+        tol=float(tol),
+    )
