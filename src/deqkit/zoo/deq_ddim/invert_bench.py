@@ -49,7 +49,7 @@ def activation_bytes(model, n_steps: int, x_T: torch.Tensor, method: str, **opti
         return saved_tensor_bytes(loss)
 
 
-def _plot(curves: dict, path: str, title: str) -> None:
+def _plot(curves: dict, path: str, title: str, clock: str = "wall") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,7 +58,7 @@ def _plot(curves: dict, path: str, title: str) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for method, run in curves.items():
         ax.semilogy(run.seconds, run.mse, marker="o", ms=3, label=method)
-    ax.set_xlabel("optimisation wall time (s)")
+    ax.set_xlabel(f"optimisation time (s, {'CPU of 1 thread' if clock == 'process' else 'wall'})")
     ax.set_ylabel("per-pixel MSE of DDIM(x_T)")
     ax.set_title(title, fontsize=9)
     ax.legend()
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
             cells = " | ".join(f"{b / 2**20:.2f} MiB" for b in memory[method])
             print(f"| {method} | {cells} |")
     if args.png:
-        _plot(curves, args.png, f"inversion, T={args.steps}, {args.n} images")
+        _plot(curves, args.png, f"inversion, T={args.steps}, {args.n} images", args.clock)
         print(f"wrote {args.png}")
     return {"curves": curves, "memory": memory}
 
