@@ -52,3 +52,34 @@ def test_vmap_matches_batched_solve_per_sample(weights):
     assert (np.asarray(status_v) == 0).all() and int(status_b) == 0
     assert len(set(np.asarray(nstep_b).tolist())) > 1  # the samples really stopped apart
     np.testing.assert_allclose(grad_v[:, 0], grad_b, atol=1e-10)
+
+
+def test_eager_solve_reuses_its_compiled_program_and_lifts_weights():
+    from deqkit.jax.solvers._program import cached_jit
+
+    W = jnp.asarray(np.random.default_rng(0).standard_normal((4, 4)) * 0.1)
+    cached_jit.cache_clear()
+    for scale in (1.0, 0.5, 0.25):  # new closures, new weights: one compiled solve
+        sol = dkj.solve(lambda z, w=scale * W: jnp.tanh(z @ w.T + 1.0), jnp.zeros((2, 4)))
+        assert int(sol.status) == dkj.Status.CONVERGED
+    info = cached_jit.cache_info()
+    assert info.misses == 1 and info.hits == 2
+    # The concrete weights travel as arguments of the compiled solve, not as its constants.
+    from deqkit.jax.deq import _prepare
+
+    *_, (program, consts) = _prepare(lambda z: jnp.tanh(z @ W.T), jnp.zeros((2, 4)))
+    assert any(c.shape == (4, 4) for c in consts) and "4,4" in str(program.jaxpr.constvars[0].aval)
+
+
+def test_failure_callback_runs_only_when_a_solve_fails(monkeypatch):
+    from deqkit.jax import _failure
+
+    calls = []
+    monkeypatch.setattr(_failure, "_host_report", lambda *a: calls.append(a))
+    run = jax.jit(lambda z0, a: dkj.solve(lambda z: a * z + 1.0, z0, "fixed_point").z)
+    jax.block_until_ready(run(jnp.zeros((1, 2)), 0.5))  # converges: no host call
+    jax.effects_barrier()
+    assert calls == []
+    jax.block_until_ready(run(jnp.zeros((1, 2)), 0.999))  # MAX_ITER: the host reports
+    jax.effects_barrier()
+    assert len(calls) == 1
