@@ -131,6 +131,10 @@ def _linear_solve(opts: Implicit, on_failure: str, what: str):
     for the adjoint one; the solve itself is never differentiated (``custom_linear_solve``).
     """
 
+    # fixed_point resolves a None tol/max_iter to the forward solve's before attaching.
+    assert opts.tol is not None and opts.max_iter is not None, "unresolved Implicit options"
+    tol, max_iter = opts.tol, opts.max_iter
+
     def solve(matvec, b):
         # One compiled program for the whole solve, also when the derivative runs eagerly.
         @jax.jit
@@ -139,8 +143,8 @@ def _linear_solve(opts: Implicit, on_failure: str, what: str):
                 opts.solver,
                 lambda x: b + x - matvec(x),
                 b,
-                tol=opts.tol,
-                max_iter=opts.max_iter,
+                tol=tol,
+                max_iter=max_iter,
                 stop_mode=opts.stop_mode,
             )
 

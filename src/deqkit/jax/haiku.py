@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 
+from ..core import FailurePolicy
 from ._state import flatten
 from .backward import Implicit
 from .deq import fixed_point
@@ -32,7 +33,7 @@ def deq(
     solver: Any = "broyden",
     backward: Any = None,
     tol: float | None = None,
-    on_failure: str = "warn",
+    on_failure: FailurePolicy = "warn",
     return_solution: bool = False,
 ) -> Any:
     """deq-jax's ``deq``: the equilibrium z* = fun(params, rng, z*, *args), from the guess z.

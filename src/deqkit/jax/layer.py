@@ -232,7 +232,7 @@ class DEQ:
         return z, dataclasses.replace(sol, outputs=outputs)
 
     def _solve(self, f: Callable, z0: Any, budget: int) -> tuple[Any, Solution]:
-        options = dict(
+        options: dict[str, Any] = dict(
             tol=self.tol, stop_mode=self.stop_mode, stop_scope=self.stop_scope,
             on_failure=self.on_failure, trace=self.trace,
         )  # fmt: skip
@@ -265,7 +265,8 @@ def _sampled_solve(f, z0, solver, backward, points, options) -> tuple[Any, Solut
     cheap gradient as in torch (the layer's backward when phantom or one-step, else one step).
     """
     cheap = backward if isinstance(backward, (Phantom, OneStep)) else OneStep()
-    states, z, done, nfev = [], z0, 0, 0
+    states, z, done = [], z0, 0
+    nfev: Any = 0
     quiet = {**options, "on_failure": "ignore"}  # only the whole solve's outcome is reported
     for point in points[:-1]:
         piece = solve(f, z, solver, max_iter=point - done + (done > 0), **quiet)

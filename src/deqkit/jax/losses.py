@@ -57,7 +57,9 @@ def jacobian_penalty(
         return jnp.zeros((), flat.dtype) if reduction == "mean" else jnp.zeros((0,), flat.dtype)
     _, vjp = jax.vjp(lambda w: spec.flatten_like(f(spec.unflatten(w)), "f(z)"), flat)
     probes = jax.random.normal(key, (vecs, batch, width), flat.dtype)
-    total = sum(jnp.sum(vjp(probes[i])[0] ** 2, axis=1) for i in range(vecs))
+    total = jnp.zeros((batch,), flat.dtype)
+    for i in range(vecs):
+        total = total + jnp.sum(vjp(probes[i])[0] ** 2, axis=1)
     per_sample = total / (vecs * width)
     return jnp.mean(per_sample) if reduction == "mean" else per_sample
 
@@ -71,13 +73,13 @@ def skip_loss(z0: Any, z_star: Any) -> jax.Array:
     """
     a, a_def = jax.tree_util.tree_flatten(z0)
     b, b_def = jax.tree_util.tree_flatten(z_star)
-    if a_def != b_def:
+    if a_def != b_def:  # type: ignore[operator]  # PyTreeDef compares, its stub does not say so
         raise ValueError(f"z0 and z* differ in structure: {a_def} vs {b_def}")
     size = sum(leaf.size for leaf in a)
-    if size == 0:
-        return jnp.zeros(())
-    total = sum(jnp.sum((x - jax.lax.stop_gradient(y)) ** 2) for x, y in zip(a, b, strict=True))
-    return total / size
+    total = jnp.zeros(())
+    for x, y in zip(a, b, strict=True):
+        total = total + jnp.sum((x - jax.lax.stop_gradient(y)) ** 2)
+    return total / max(size, 1)  # no elements: a zero term, not the NaN of a mean over nothing
 
 
 def fixed_point_correction(
@@ -102,4 +104,7 @@ def fixed_point_correction(
             f"DEQ(..., n_states=k)), got {type(states).__name__}"
         )
     k = len(states)
-    return sum(criterion(s, target) * gamma ** (k - 1 - i) for i, s in enumerate(states))
+    total = criterion(states[0], target) * gamma ** (k - 1)
+    for i in range(1, k):
+        total = total + criterion(states[i], target) * gamma ** (k - 1 - i)
+    return total
