@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deqkit-installed
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: venv demo test test-all test-fast bench lint format clean
+.PHONY: venv demo test test-all test-fast bench bench-deps lint format clean
 
 venv: $(STAMP)
 
@@ -37,9 +37,17 @@ test-all: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest src/deqkit tests -m 'not slow' -x
 
-bench: $(STAMP)
-	$(PY) -m pip install -q torchdeq==0.1.0 --no-deps
+# Benchmark-only peers, without dependencies so that nothing can move torch or jax: TorchDEQ for
+# the torch section; jaxopt, optimistix (and its lineax) for the JAX section, whose other
+# dependencies (equinox, jaxtyping, scipy) come with the examples extra. banax 0.1.5 needs
+# Python >= 3.12 and is left out while the venv runs 3.11.
+bench-deps: $(STAMP)
+	$(PIP) --no-deps torchdeq==0.1.0
+	$(PIP) --no-deps jaxopt==0.8.5 optimistix==0.1.0 lineax==0.1.1
+
+bench: bench-deps
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/jax_bench.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples
