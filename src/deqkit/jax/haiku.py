@@ -38,12 +38,13 @@ def deq(
 ) -> Any:
     """deq-jax's ``deq``: the equilibrium z* = fun(params, rng, z*, *args), from the guess z.
 
-    The defaults follow deq-jax: Broyden's method with ``max_iter`` iterations and the adjoint
-    solved by Broyden with the same budget. deq-jax stops when ‖fun(z) − z‖ over the whole
-    array is at most 1e-6·√(z.size); here every sample iterates until its own ‖fun(z) − z‖ is
-    at most 1e-6·√D (D its size; ``stop_mode="abs"``, ``stop_scope="batch"``, so a ``fun``
-    that mixes samples stays exact), which implies deq-jax's rule; the adjoint uses the same
-    tolerance. Gradients reach ``params``
+    The defaults follow deq-jax: Broyden's method with ``max_iter`` iterations on the whole
+    array as one system (``stop_scope="batch"``, so a ``fun`` that mixes samples stays exact),
+    stopping when ‖fun(z) − z‖ over the whole array is at most 1e-6·√(z.size)
+    (``stop_mode="abs"``), deq-jax's rule; the adjoint is solved by Broyden with the same
+    budget, each sample to 1e-6·√D (D its size), which bounds the whole array's adjoint
+    residual by the same 1e-6·√(z.size) (deq-jax asks 2e-10·√(z.size), out of float32's
+    reach, and ignores the failure). Gradients reach ``params``
     and ``args`` by the implicit function theorem, as in deq-jax.
 
     One difference: the gradient with respect to the initial guess ``z`` is exactly zero,
@@ -62,7 +63,8 @@ def deq(
         args: further arguments of ``fun`` (inputs, masks); gradients reach them.
         solver, backward: as in :func:`~deqkit.jax.fixed_point` (backward None: the implicit
             adjoint described above).
-        tol: absolute per-sample tolerance (None: 1e-6·√D, as above).
+        tol: absolute tolerance of the forward solve on the whole array (None: 1e-6·√(z.size));
+            the default adjoint's per-sample tolerance is this divided by √B.
         on_failure: "warn", "raise" or "ignore" when a solve ends unconverged (deq-jax
             ignores it silently).
         return_solution: also return the :class:`~deqkit.jax.Solution`.
@@ -79,10 +81,12 @@ def deq(
     >>> round(float(value), 4), round(float(g_params["b"][0, 0, 0]), 4), float(abs(g_z).max())
     (2.0, 0.3333, 0.0)
     """
+    batch, width = flatten(z)[0].shape
     if tol is None:
-        tol = 1e-6 * math.sqrt(flatten(z)[0].shape[1])
+        tol = 1e-6 * math.sqrt(max(batch * width, 1))
     if backward is None:
-        backward = Implicit(solver, tol=tol, max_iter=max_iter, stop_mode="abs")
+        adjoint_tol = tol / math.sqrt(max(batch, 1))
+        backward = Implicit(solver, tol=adjoint_tol, max_iter=max_iter, stop_mode="abs")
 
     def f(state):
         return fun(params, rng, state, *args)
