@@ -76,5 +76,8 @@ def configs(apply, abs_tol, max_iter, mode):
         ("jaxopt", "fixed_point", lambda: _per_mode(fp, mode)),
         ("optimistix", "fixed_point", lambda: _per_mode(optx_fp, mode)),
         ("jaxopt", "anderson", lambda: _per_mode(anderson, mode)),
-        ("jaxopt", "broyden", lambda: _per_mode(broyden, mode)),
-    ]
+    ] + (
+        # vmapped, jaxopt's line-searching Broyden takes minutes per solve on (a) (452
+        # f-evaluations on the whole batch without reaching tol): batch mode only.
+        [("jaxopt", "broyden", lambda: _per_mode(broyden, mode))] if mode == "batch" else []
+    )
