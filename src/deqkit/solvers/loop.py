@@ -194,7 +194,12 @@ def iterate(
         # last input of f is that z (the usual end: frozen samples converged at their frozen
         # iterate, the rest at the last step) its output serves; else f is evaluated once more.
         frozen = None
-        abs_c, rel_c, res_c = norms(best_z, final_value(best_z, last, evaluate), None, stop_mode)
+        fz_c = final_value(best_z, last, evaluate)
+        # The solver's own residual of (z, f(z)) (a solver may define its stopping residual, e.g.
+        # a per-block criterion), read from a fresh init at the returned state.
+        check = solver.init(best_z, fz_c)
+        abs_c, rel_c, res_c = norms(best_z, fz_c, solver.residual(check), stop_mode)
+        solver.release(check)
         finite = xp.isfinite(abs_c)
         nonfinite = nonfinite | ~finite
         best_res, best_abs, best_rel = res_c, abs_c, rel_c
