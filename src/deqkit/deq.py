@@ -181,6 +181,32 @@ class DEQ(nn.Module):
         finally:
             self.pretrain_steps = saved
 
+    @contextlib.contextmanager
+    def budget(self, max_iter: int) -> Iterator[DEQ]:
+        """Within the block, training-mode solves are capped at ``max_iter`` iterations (checked
+        like the constructor's: at least 1 and not below ``n_states``); the previous budget comes
+        back afterwards. Eval-mode solves keep ``eval_max_iter`` when it is set.
+
+        >>> import deqkit as dk
+        >>> deq = dk.DEQ(lambda z, x: 0.5 * z + x, tol=1e-12, max_iter=40)
+        >>> with deq.budget(3):
+        ...     z, sol = deq(torch.ones(1, 1))
+        >>> int(sol.nstep.max()), deq.max_iter
+        (3, 40)
+        >>> with deq.budget(0):
+        ...     pass
+        Traceback (most recent call last):
+        ...
+        ValueError: max_iter must be >= 1, got 0
+        """
+        check_int("max_iter", max_iter, minimum=1)
+        sample_points(self.n_states, max_iter)
+        saved, self.max_iter = self.max_iter, max_iter
+        try:
+            yield self
+        finally:
+            self.max_iter = saved
+
     def initial_state(self, x: Any) -> Any:
         if self.init is not None:
             return self.init(x)

@@ -42,15 +42,11 @@ class DEQLayers:
 
     @contextlib.contextmanager
     def budget(self, max_iter: int) -> Iterator[None]:
-        """Training solves capped at ``max_iter`` iterations inside the block."""
-        saved = [layer.max_iter for layer in self.layers]
-        try:
+        """Training solves capped at ``max_iter`` inside the block (see :meth:`DEQ.budget`)."""
+        with contextlib.ExitStack() as stack:
             for layer in self.layers:
-                layer.max_iter = max_iter
+                stack.enter_context(layer.budget(max_iter))
             yield
-        finally:
-            for layer, value in zip(self.layers, saved, strict=True):
-                layer.max_iter = value
 
     @contextlib.contextmanager
     def tracing(self) -> Iterator[None]:
