@@ -299,12 +299,16 @@ def load_sequence_task(
 @dataclass(frozen=True)
 class SequenceOptions:
     """Recipe keys of the ``sequences`` dataset: ``task`` of :data:`SEQUENCE_TASKS`, ``length``
-    (T of adding and copy; None for the pixel tasks) and the synthetic set sizes."""
+    (T of adding and copy; None for the pixel tasks), the synthetic set sizes, and ``max_train`` /
+    ``max_test``: keep only the first that many samples of any task's splits (quick checks of the
+    784-step MNIST recipes; None keeps all)."""
 
     task: str = "adding"
     length: int | None = None
     n_train: int = 10_000
     n_test: int = 1_000
+    max_train: int | None = None
+    max_test: int | None = None
 
     def __post_init__(self):
         if self.task not in SEQUENCE_TASKS:
@@ -313,6 +317,12 @@ class SequenceOptions:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"data.{key} must be a positive integer, got {value!r}")
+        for key in ("max_train", "max_test"):
+            value = getattr(self, key)
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ValueError(f"data.{key} must be a positive integer or null, got {value!r}")
 
 
 def _load_source(options: SequenceOptions, context: DataContext) -> DataSplits:
@@ -321,7 +331,11 @@ def _load_source(options: SequenceOptions, context: DataContext) -> DataSplits:
             f"sequence tasks are generated or bundled and take no data.root, got {context.root}"
         )
     splits = load_sequence_task(options.task, options.length, options.n_train, options.n_test)
-    train, val = splits.train, None
+    train, test, val = splits.train, splits.test, None
+    if options.max_train is not None:
+        train = train.subset(torch.arange(min(options.max_train, len(train))))
+    if options.max_test is not None:
+        test = test.subset(torch.arange(min(options.max_test, len(test))))
     if context.val_fraction > 0:
         held, kept = split_validation(len(train), context.val_fraction, context.seed)
         train, val = train.subset(kept), train.subset(held)
@@ -334,7 +348,7 @@ def _load_source(options: SequenceOptions, context: DataContext) -> DataSplits:
     }
     if train.kind != "regression":
         info["num_classes"] = train.num_outputs
-    return DataSplits(train=train, test=splits.test, info=info, val=val)
+    return DataSplits(train=train, test=test, info=info, val=val)
 
 
 #: The registry's ``sequences`` dataset (``data: {name: sequences, task: adding, length: 200}``).
