@@ -27,6 +27,7 @@ BLOB = f"{REPO_URL}/blob/main"
 API_MODULES = [
     ("deqkit", "deqkit (PyTorch)"),
     ("deqkit.jax", "deqkit.jax"),
+    ("deqkit.jax.haiku", "deqkit.jax.haiku (deq-jax drop-in)"),
     ("deqkit.train", "deqkit.train"),
     ("deqkit.zoo", "deqkit.zoo"),
     ("deqkit.data", "deqkit.data"),
