@@ -35,35 +35,21 @@ def _per_mode(solve, mode):
 def configs(apply, abs_tol, max_iter, mode):
     """``[(library, solver, make)]``; ``make()`` returns a fresh ``run(params, z0, x)``."""
 
-    def fp(p, z0, x):
-        s = jaxopt.FixedPointIteration(
-            lambda z, p, x: apply(p, z, x),
-            maxiter=max_iter,
-            tol=abs_tol,
-            implicit_diff=False,
-        )
-        out = s.run(z0, p, x)
-        return out.params, out.state.num_fun_eval
+    def jaxopt_run(solver_class, root: bool = False):
+        # jaxopt's fixed-point solvers take the map f; its Broyden takes the root function f - z.
+        def fun(z, p, x):
+            return apply(p, z, x) - z if root else apply(p, z, x)
 
-    def anderson(p, z0, x):
-        s = jaxopt.AndersonAcceleration(
-            lambda z, p, x: apply(p, z, x),
-            maxiter=max_iter,
-            tol=abs_tol,
-            implicit_diff=False,
-        )
-        out = s.run(z0, p, x)
-        return out.params, out.state.num_fun_eval
+        def run(p, z0, x):
+            s = solver_class(fun, maxiter=max_iter, tol=abs_tol, implicit_diff=False)
+            out = s.run(z0, p, x)
+            return out.params, out.state.num_fun_eval
 
-    def broyden(p, z0, x):
-        s = jaxopt.Broyden(
-            lambda z, p, x: apply(p, z, x) - z,
-            maxiter=max_iter,
-            tol=abs_tol,
-            implicit_diff=False,
-        )
-        out = s.run(z0, p, x)
-        return out.params, out.state.num_fun_eval
+        return run
+
+    fp = jaxopt_run(jaxopt.FixedPointIteration)
+    anderson = jaxopt_run(jaxopt.AndersonAcceleration)
+    broyden = jaxopt_run(jaxopt.Broyden, root=True)
 
     def optx_fp(p, z0, x):
         solver = optx.FixedPointIteration(rtol=0.0, atol=abs_tol, norm=optx.two_norm)
