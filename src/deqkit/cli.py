@@ -66,6 +66,15 @@ def _cmd_eval(args) -> int:
                 f"converged {result['fwd_converged']:.3f}  "
             )
         print(text + f"n={result['n']}  step {result['step']}")
+    picture = None
+    if result["task"] == "deq_inr":  # DEQ-INR image runs: the full-resolution PNG
+        from .zoo.deq_inr.render import eval_picture
+
+        picture = eval_picture(args.checkpoint, args.set, args.render)
+    if picture is not None:
+        print(f"reconstruction | original | error map: {picture[0]} "
+              f"(every pixel: PSNR {picture[1]['psnr']:.2f} dB)",
+              file=sys.stderr if args.json else sys.stdout)  # fmt: skip
     return 0
 
 
@@ -222,6 +231,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", **override)
     p.add_argument("--split", default="test", help="test (default), val or train")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--render", metavar="PNG", help="DEQ-INR image runs: where the full-"
+                   "resolution picture goes (default: RUN/pictures/full.png)")  # fmt: skip
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(

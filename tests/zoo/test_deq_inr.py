@@ -265,14 +265,21 @@ def test_each_recipe_runs_three_steps_through_the_cli(recipe, tmp_path):
     if not recipe.startswith("mfn"):
         evals = [r["f_evals"] for r in steps if "f_evals" in r]
         assert evals and evals[-1] == 1.0  # amortised: one f per step after the first
+    # `deqkit eval RUN` renders image runs at full resolution into RUN/pictures/full.png.
+    png = out / "pictures" / "full.png"
+    png.unlink(missing_ok=True)
     assert main(["eval", str(out)]) == 0
     from deqkit.zoo.deq_inr import render
 
     if recipe == "deq-inr-audio":
+        assert not png.exists()
         with pytest.raises(ValueError, match="render draws images"):
             render.render(out / "checkpoint.pt")
     else:
         from skimage import io
 
+        assert io.imread(png).shape == (16, 3 * 16 + 4, 3)
+        assert main(["eval", str(out), "--json", "--render", str(tmp_path / "e.png")]) == 0
+        assert io.imread(tmp_path / "e.png").shape == (16, 3 * 16 + 4, 3)
         render.main([str(out), "--out", str(tmp_path / "full.png")])
         assert io.imread(tmp_path / "full.png").shape == (16, 3 * 16 + 4, 3)
