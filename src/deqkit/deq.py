@@ -182,17 +182,23 @@ class DEQ(nn.Module):
             self.pretrain_steps = saved
 
     @contextlib.contextmanager
-    def budget(self, max_iter: int) -> Iterator[DEQ]:
+    def budget(self, max_iter: int, *, eval_max_iter: int | None = None) -> Iterator[DEQ]:
         """Within the block, training-mode solves are capped at ``max_iter`` iterations (checked
-        like the constructor's: at least 1 and not below ``n_states``); the previous budget comes
-        back afterwards. Eval-mode solves keep ``eval_max_iter`` when it is set.
+        like the constructor's: at least 1 and not below ``n_states``), and eval-mode solves at
+        ``eval_max_iter`` when it is given (else they keep the layer's ``eval_max_iter``, or
+        ``max_iter`` when that is unset); the previous budgets come back afterwards.
 
         >>> import deqkit as dk
-        >>> deq = dk.DEQ(lambda z, x: 0.5 * z + x, tol=1e-12, max_iter=40)
+        >>> deq = dk.DEQ(lambda z, x: 0.5 * z + x, "fixed_point", tol=1e-12, max_iter=40,
+        ...              eval_max_iter=50, on_failure="ignore")
         >>> with deq.budget(3):
         ...     z, sol = deq(torch.ones(1, 1))
         >>> int(sol.nstep.max()), deq.max_iter
         (3, 40)
+        >>> with deq.eval().budget(3, eval_max_iter=5):
+        ...     z, sol = deq(torch.ones(1, 1))
+        >>> int(sol.nstep.max()), deq.eval_max_iter
+        (5, 50)
         >>> with deq.budget(0):
         ...     pass
         Traceback (most recent call last):
@@ -201,11 +207,43 @@ class DEQ(nn.Module):
         """
         check_int("max_iter", max_iter, minimum=1)
         sample_points(self.n_states, max_iter)
-        saved, self.max_iter = self.max_iter, max_iter
+        if eval_max_iter is not None:
+            check_int("eval_max_iter", eval_max_iter, minimum=1)
+            sample_points(self.n_states, eval_max_iter)
+        saved = self.max_iter, self.eval_max_iter
+        self.max_iter = max_iter
+        if eval_max_iter is not None:
+            self.eval_max_iter = eval_max_iter
         try:
             yield self
         finally:
-            self.max_iter = saved
+            self.max_iter, self.eval_max_iter = saved
+
+    @contextlib.contextmanager
+    def solving_with(self, solver: SolverName | Solver) -> Iterator[DEQ]:
+        """Within the block, solves (training and eval) use ``solver`` (a name or a solver
+        object; checked against the layer's backward like the constructor's); the previous
+        solver comes back afterwards.
+
+        >>> import deqkit as dk
+        >>> deq = dk.DEQ(lambda z, x: 0.5 * z + x, solver="anderson")
+        >>> with deq.solving_with("fixed_point"):
+        ...     z, sol = deq(torch.ones(1, 1))
+        >>> deq.solver.name
+        'anderson'
+        >>> with dk.DEQ(lambda z, x: z, solver="broyden", backward="shine").solving_with("anderson"):
+        ...     pass
+        Traceback (most recent call last):
+        ...
+        ValueError: backward 'shine' reads the forward solver's state of ('broyden',); got solver 'anderson'
+        """  # noqa: E501
+        new = make_solver(solver)
+        check_compatible(new, self.backward)
+        saved, self.solver = self.solver, new
+        try:
+            yield self
+        finally:
+            self.solver = saved
 
     def initial_state(self, x: Any) -> Any:
         if self.init is not None:

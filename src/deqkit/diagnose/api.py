@@ -7,12 +7,13 @@ from typing import Any
 
 from torch import nn
 
+from ..core import check_compatible
 from ..train.layers import DEQLayers
 from ..train.task import Task
 from .measure import DiagnoseOptions, adjoint_check, spectral_check, sweep
 from .verdict import metric_noise, verdict
 
-__all__ = ["diagnose", "diagnose_checkpoint"]
+__all__ = ["check_options", "diagnose", "diagnose_checkpoint"]
 
 
 def diagnose(
@@ -56,6 +57,7 @@ def diagnose(
         raise ValueError(
             f"diagnose needs a model with a dk.DEQ layer; {type(model).__name__} has none"
         )
+    check_options(layers, options)
     first = layers.layers[0]
     train_budget = first.max_iter
     eval_budget = first.eval_max_iter or first.max_iter
@@ -88,6 +90,24 @@ def diagnose(
     }
     report["verdict"] = verdict(report)
     return report
+
+
+def check_options(layers: DEQLayers, options: DiagnoseOptions) -> None:
+    """Refuse, before any solve, a swept budget below a layer's ``n_states`` or a swept solver
+    its backward cannot work with (``ValueError``, one line)."""
+    for layer in layers.layers:
+        small = [k for k in options.max_iter if k < layer.n_states]
+        if small:
+            raise ValueError(
+                f"--max-iter {small[0]} is below the model's deq.n_states={layer.n_states} "
+                f"(each solve returns that many states); use budgets >= {layer.n_states}"
+            )
+        for name in options.solvers:
+            if name != layer.solver.name:
+                try:
+                    check_compatible(name, layer.backward)
+                except ValueError as exc:
+                    raise ValueError(f"--solvers {name}: {exc}") from None
 
 
 def _gap(metric: str, low: dict, high: dict, noise: float | None) -> dict:
@@ -126,5 +146,9 @@ def diagnose_checkpoint(
     task = build_task(cfg, data.info)
     if options is None:
         options = DiagnoseOptions(batch_size=cfg.data.eval_batch_size)
+    try:
+        check_options(DEQLayers(model), options)
+    except ValueError as exc:
+        raise ConfigError(f"deqkit diagnose: {exc}") from None
     report = diagnose(model, task, dataset, options)
     return {"checkpoint": str(path), "split": split, "step": state["step"], **report}

@@ -22,7 +22,7 @@ from torch.utils import _pytree as pytree
 
 import deqkit as dk
 
-from ..solvers import SOLVERS, make_solver
+from ..solvers import SOLVERS
 from ..train.evaluate import evaluate, to_device
 from ..train.layers import DEQLayers
 from ..train.task import Task
@@ -99,26 +99,24 @@ class _Head:
 def layer_settings(
     layers: DEQLayers, solver: str | None = None, budget: int | None = None
 ) -> Iterator[None]:
-    """Every DEQ layer solved with ``solver`` (None: its own) in at most ``budget`` iterations
-    (None: its own; in training and eval mode alike) inside the block.
+    """Every DEQ layer solved with ``solver`` (None: its own, with its options; a layer that
+    already uses it keeps its options) in at most ``budget`` iterations (None: its own; in
+    training and eval mode alike) inside the block, through the public
+    ``DEQ.solving_with`` and ``DEQ.budget``.
 
     >>> deq = dk.DEQ(lambda z, x: 0.5 * z + x, max_iter=10, on_failure="ignore")
     >>> with layer_settings(DEQLayers(deq), "fixed_point", 2):
     ...     _, sol = deq(torch.ones(1, 1))
-    >>> int(sol.nstep[0]), deq.max_iter
-    (2, 10)
+    >>> int(sol.nstep[0]), deq.max_iter, deq.solver.name
+    (2, 10, 'anderson')
     """
-    saved = [(layer.solver, layer.max_iter, layer.eval_max_iter) for layer in layers.layers]
-    try:
+    with contextlib.ExitStack() as stack:
         for layer in layers.layers:
             if solver is not None and layer.solver.name != solver:
-                layer.solver = make_solver(solver)
+                stack.enter_context(layer.solving_with(solver))
             if budget is not None:
-                layer.max_iter = layer.eval_max_iter = budget
+                stack.enter_context(layer.budget(budget, eval_max_iter=budget))
         yield
-    finally:
-        for layer, (s, k, e) in zip(layers.layers, saved, strict=True):
-            layer.solver, layer.max_iter, layer.eval_max_iter = s, k, e
 
 
 def sweep(
