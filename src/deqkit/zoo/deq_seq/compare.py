@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--jac-prob", type=float, default=0.35)
     p.add_argument("--eval-tokens", type=int, default=50_000)
     p.add_argument("--memory-iters", default="8,16,32", help="DEQ budgets of --steps 0")
+    p.add_argument(
+        "--subseq-lens", default="", help="--steps 0: also the DEQ with these subseq_len values"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/deq-seq-compare.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -139,6 +142,12 @@ def _memory_only(args, data) -> dict:
         opts = deq_options(budget, 1e-30, args.solver)
         model = SequenceLM(SeqLMConfig(**base), len(data.vocab), **opts)
         rows[f"deq max_iter={budget}"] = measure_memory(model, tokens)
+    for n in (int(n) for n in args.subseq_lens.split(",") if n.strip()):
+        # A segment solved in parts of n positions (paper App. E), at the largest budget
+        torch.manual_seed(0)
+        opts = deq_options(budget, 1e-30, args.solver)
+        model = SequenceLM(SeqLMConfig(subseq_len=n, **base), len(data.vocab), **opts)
+        rows[f"deq max_iter={budget} subseq_len={n}"] = measure_memory(model, tokens)
     for name in args.models.split(","):
         if name == "deq":
             continue
