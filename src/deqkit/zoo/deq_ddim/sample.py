@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from .commands import load_denoiser, save_grid
+from .commands import load_denoiser, pixels, save_grid
 from .ddpm import DDPM
 from .sampler import CRITERIA, ddim_sample, deq_sample, draw_noise
 from .schedule import ddim_steps
@@ -85,9 +85,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{row['converged']:.0%} | max|x0_DEQ - x0_DDIM| = {row['max_abs_diff']:.2e}"
         )
     if args.png:
-        pre = (state.get("data_state") or {}).get("preprocess", {})
-        mean, std = (pre.get("mean") or [0.0])[0], (pre.get("std") or [1.0])[0]
-        save_grid((rows[-1]["deq_x0"] * std + mean).clamp(0, 1), args.png)
+        save_grid(pixels(rows[-1]["deq_x0"], state), args.png)
         print(f"wrote {args.png}")
     return rows
 
