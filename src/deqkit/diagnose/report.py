@@ -133,7 +133,12 @@ def write_report(report: dict, out: str | Path) -> list[Path]:
     rho = [v for v in (report.get("spectral_radius") or {}).get("per_sample", []) if v is not None]
     if rho:
         fig, ax = plt.subplots(figsize=(5, 4))
-        ax.hist([v for v in rho if math.isfinite(v)], bins=20, color="C0")
+        finite = [v for v in rho if math.isfinite(v)]
+        lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+        # Equal values up to rounding (a linear f: one ρ for every sample) leave numpy no
+        # room for 20 bins; widen the range around them.
+        span = (lo - 0.01, hi + 0.01) if hi - lo < 1e-6 * max(1.0, abs(hi)) else (lo, hi)
+        ax.hist(finite, bins=20, range=span, color="C0")
         ax.axvline(1.0, color="C3", ls="--", label="rho = 1")
         ax.set_xlabel("spectral radius of J_f at z*")
         ax.set_ylabel("samples")
