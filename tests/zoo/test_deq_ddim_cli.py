@@ -122,3 +122,31 @@ def test_quality_table_and_frechet_distance(run, capsys):
     x = torch.randn(200, 1, 8, 8)
     same = frechet_distance(net, x[:100], x[100:])
     assert frechet_distance(net, x[:100], x[100:] + 1.0) > 3 * same
+
+
+def test_sampler_diagnose_table_and_verdict(run, tmp_path, capsys):
+    from deqkit.zoo.deq_ddim.diagnose import main as diagnose
+
+    out = tmp_path / "health.json"
+    args = [str(run), "--steps", "4", "--n", "4", "--max-iter", "1", "--json", str(out)]
+    (report,) = diagnose(args)
+    text = capsys.readouterr().out
+    assert "| max_iter | converged |" in text and "verdict: healthy" in text
+    budgets = [r["max_iter"] for r in report["rows"]]
+    assert budgets == [1, 10, 40] and report["eval_max_iter"] == 10
+    assert report["rows"][0]["converged"] == 0.0 and report["rows"][0]["max_abs_dx0"] > 1e-3
+    assert report["at_budget"]["converged"] == 1.0 and report["at_budget"]["max_abs_dx0"] < 1e-3
+    assert json.loads(out.read_text())["reports"][0]["verdict"]["status"] == "healthy"
+
+
+def test_sampler_diagnose_flags_a_criterion_that_does_not_bound_x0():
+    from deqkit.zoo.deq_ddim import GaussianEps, alpha_bars, ddim_steps
+    from deqkit.zoo.deq_ddim.diagnose import diagnose_sampler
+
+    abar = alpha_bars("linear", 200)
+    x_T = torch.randn(4, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    eps, steps = GaussianEps(abar, 0.5, 0.3), ddim_steps(abar, 20)
+    loose = diagnose_sampler(eps, x_T, steps, [], criterion="global", tol=0.05, x0_tol=1e-4)
+    assert loose["at_budget"]["converged"] == 1.0 and loose["verdict"]["status"] == "inexact"
+    tight = diagnose_sampler(eps, x_T, steps, [], tol=1e-9, x0_tol=1e-6)
+    assert tight["verdict"]["status"] == "healthy"
