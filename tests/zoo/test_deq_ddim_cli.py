@@ -112,7 +112,9 @@ def test_quality_table_and_frechet_distance(run, capsys):
     from deqkit.zoo.deq_ddim.quality import FeatureNet, frechet_distance
     from deqkit.zoo.deq_ddim.quality import main as quality
 
-    row = quality([str(run), "--n", "40", "--steps", "4", "--feature-steps", "30"])
+    args = [str(run), "--n", "40", "--deq-n", "30", "--steps", "4", "--feature-steps", "30"]
+    row = quality(args)
+    assert row["deq_n"] == 30
     assert "Fréchet distance" in capsys.readouterr().out
     assert row["deq_converged"] == 1.0 and row["max_abs_diff"] < 1e-2
     # DEQ and DDIM samples agree, so their distance is far below either's distance to data.
