@@ -84,6 +84,30 @@ def test_spectral_norm_target_holds_and_makes_f_a_contraction():
     assert float(gap.max()) <= 0.97**4 * 1.02
 
 
+def test_clamped_spectral_norm_caps_at_the_target_and_leaves_smaller_weights_alone():
+    # The (Implicit)^2 code's variant (norm_mode="clamp"): sigma <= target, not = target.
+    net, coords = tiny(
+        layers=2, width=16, n=20, config={"norm_mode": "clamp", "power_iterations": 30}
+    )
+    for linear in net.cell.linears:
+        with torch.no_grad():
+            linear.parametrizations.weight.original.mul_(5.0)  # sigma ~ 5.8 > 0.97
+    net(coords, torch.arange(20))
+    for linear in net.cell.linears:  # clamped down to the target
+        sigma = torch.linalg.matrix_norm(linear.weight.detach(), ord=2)
+        assert sigma == pytest.approx(0.97, abs=1e-3)
+        raw = linear.parametrizations.weight.original
+        with torch.no_grad():  # now shrink the raw weight below the target: left alone
+            raw.mul_(0.5 / torch.linalg.matrix_norm(raw, ord=2))
+    net(coords, torch.arange(20))
+    for linear in net.cell.linears:
+        raw = linear.parametrizations.weight.original.detach()
+        assert torch.linalg.matrix_norm(raw, ord=2) < 0.97
+        assert torch.allclose(linear.weight.detach(), raw)
+    with pytest.raises(ValueError, match="norm_mode must be one of"):
+        INRConfig(norm_mode="clip")
+
+
 def test_amortised_cache_is_keyed_by_coordinate_index_and_survives_shuffling():
     net, coords = tiny()
     first = torch.randperm(12)

@@ -49,11 +49,19 @@ def _input_scale(claim: str, args) -> float:
 
 def _variants(claim: str, args) -> list[tuple[str, dict, dict | None]]:
     base = {"filter": args.filter, "width": args.width, "layers": args.layers,
-            "input_scale": _input_scale(claim, args)}  # fmt: skip
-    explicit = ("explicit MFN", {**base, "explicit": True, "spectral_norm": False}, None)
-    deq = ("DEQ-MFN amortised", base, _deq_options(args))
+            "input_scale": _input_scale(claim, args), "norm_mode": args.norm_mode}  # fmt: skip
+    explicit = [("explicit MFN", {**base, "explicit": True, "spectral_norm": False}, None)]
+    if args.explicit_norm != "none":
+        # (Implicit)^2's explicit baselines carry the same spectral norm as its DEQs.
+        normed = ("explicit MFN + spectral norm", {**base, "explicit": True}, None)
+        explicit = [normed] if args.explicit_norm == "spectral" else [*explicit, normed]
+    amortised = {**base, "amortize_steps": args.amortize_steps}
+    deq = ("DEQ-MFN amortised", amortised, _deq_options(args))
     if claim in ("quality", "generalize"):
-        return [explicit, deq]
+        rows = [*explicit, deq]
+        return [
+            r for r in rows if args.only == "all" or (r[2] is None) == (args.only == "explicit")
+        ]
     if claim == "amortize":
         resolve = ("DEQ-MFN re-solve every step", {**base, "amortize": False}, _deq_options(args))
         return [deq, resolve]
@@ -101,11 +109,11 @@ def run_claim(claim: str, args) -> tuple[str, list[dict]]:
         lines.append(_row(name, count_parameters(model), result, saved))
         records.append({"claim": claim, "model": name, "params": count_parameters(model),
                         "saved_bytes": saved, **result.__dict__})  # fmt: skip
-    if claim == "quality":
+    if claim == "quality" and args.only != "explicit":
         # What the DEQ would cost without an implicit backward: backprop through every
         # iteration of the solve from zeros, an explicit network as deep as the solve.
         torch.manual_seed(args.seed)
-        config = INRConfig.from_dict(_variants(claim, args)[1][1])
+        config = INRConfig.from_dict(_variants(claim, args)[-1][1])
         unrolled = DEQINR(config, signal.in_features, signal.channels, len(signal.train_index),
                           **_deq_options(args, backward="unrolled"))  # fmt: skip
         saved = saved_tensor_bytes(unrolled.eval(), signal.coords[signal.train_index], None)
@@ -115,7 +123,9 @@ def run_claim(claim: str, args) -> tuple[str, list[dict]]:
     setting = (
         f"{args.signal} {args.resolution}x{args.resolution} ({split} split), {args.filter} "
         f"{args.layers}L-{args.width}D, input scale {_input_scale(claim, args):g}, "
-        f"{args.steps} full-batch Adam steps, lr {args.lr}, "
+        + (f"{args.amortize_steps} f per amortised step, " if args.amortize_steps != 1 else "")
+        + (f"spectral norm {args.norm_mode}ed, " if args.norm_mode != "scale" else "")
+        + f"{args.steps} full-batch Adam steps, lr {args.lr}, "
         f"Picard tol {args.tol} (rel) max {args.max_iter}, seed {args.seed}"
     )
     return f"**{claim}**: {setting}\n\n" + "\n".join(lines), records
@@ -136,6 +146,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=("all", "explicit", "deq"), default="all",
+                        help="quality/generalize: fit only these rows (parallel runs)")  # fmt: skip
+    parser.add_argument(
+        "--norm-mode",
+        choices=("scale", "clamp"),
+        default="scale",
+        help="spectral norm = target (scale) or <= target (clamp, as ImpSq)",
+    )
+    parser.add_argument("--amortize-steps", type=int, default=1, help="f per amortised step")
+    parser.add_argument(
+        "--explicit-norm",
+        choices=("none", "spectral", "both"),
+        default="none",
+        help="spectral norm on the explicit baseline (ImpSq's baselines have it)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--verbose", action="store_true")

@@ -24,10 +24,14 @@ from torch import nn
 import deqkit as dk
 
 from .cell import MFNCell
+from .clamp import apply_clamped_spectral_norm
 from .filters import FILTERS, FilterBank
 
 __all__ = ["DEQINR", "ExplicitMFN", "INRConfig", "count_parameters"]
 
+
+#: How spectral norm meets its target (:class:`INRConfig` ``norm_mode``).
+NORM_MODES = ("scale", "clamp")
 
 _ARTICLE = {int: "an int", float: "a float", bool: "a bool"}
 
@@ -54,6 +58,8 @@ class INRConfig:
         explicit: build the explicit MFN baseline (one pass from z = 0, no solve) instead.
         spectral_norm: spectral norm on the L linear maps, scaled to ``norm_target``.
         norm_target: the spectral norm target (0.97 in the paper).
+        norm_mode: "scale" (the toolkit's spectral norm: σ(W) = norm_target exactly) or
+            "clamp" (the (Implicit)² code: σ(W) capped at norm_target, :mod:`.clamp`).
         power_iterations: power-iteration steps per weight evaluation (5 in the paper).
         amortize: reuse each coordinate's cached state across training steps (DEQ only).
         amortize_steps: f applications per amortised training step.
@@ -74,6 +80,7 @@ class INRConfig:
     explicit: bool = False
     spectral_norm: bool = True
     norm_target: float = 0.97
+    norm_mode: str = "scale"
     power_iterations: int = 5
     amortize: bool = True
     amortize_steps: int = 1
@@ -81,6 +88,10 @@ class INRConfig:
     def __post_init__(self):
         if self.filter not in FILTERS:
             raise ValueError(f"INRConfig.filter must be one of {FILTERS}, got {self.filter!r}")
+        if self.norm_mode not in NORM_MODES:
+            raise ValueError(
+                f"INRConfig.norm_mode must be one of {NORM_MODES}, got {self.norm_mode!r}"
+            )
         for name in ("width", "layers", "power_iterations", "amortize_steps"):
             _check(name, getattr(self, name), int, 1)
         for name in ("input_scale", "alpha", "norm_target"):
@@ -123,7 +134,9 @@ class _MFNParts(nn.Module):
             config.alpha,
         )  # fmt: skip
         self.cell = MFNCell(config.width, config.layers)
-        if config.spectral_norm:
+        if config.spectral_norm and config.norm_mode == "clamp":
+            apply_clamped_spectral_norm(self.cell, config.norm_target, config.power_iterations)
+        elif config.spectral_norm:
             dk.apply_norm(
                 self.cell, "spectral", target=config.norm_target,
                 n_power_iterations=config.power_iterations,
