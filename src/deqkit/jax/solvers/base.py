@@ -66,6 +66,11 @@ class Solver(abc.ABC):
         """What the solver hands on in ``Solution.state`` (e.g. an inverse estimate); None."""
         return None
 
+    def static(self) -> Solver:
+        """This solver with only static-length loops in its step (the same iterates), which
+        reverse-mode autodiff can pass through; ``iterate(..., unroll=True)`` uses it."""
+        return self
+
 
 def residuals(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Per-sample ``(‖f(z) − z‖, ‖f(z) − z‖ / ‖f(z)‖)`` over all state elements.
@@ -139,6 +144,8 @@ def iterate(
     if z0.shape[0] == 0:
         return _empty(z0, **options)
     options.update(divergence_ratio=divergence_ratio, unroll=unroll, keep_state=keep_state)
+    if unroll:
+        solver = solver.static()
     if stop_scope == "batch":
         return iterate_batch(solver, fn, z0, **options)
     return _iterate_samples(solver, fn, z0, **options)
