@@ -111,8 +111,18 @@ def norms(
             return abs_t, rel_t, _pick(stop_mode, abs_t, rel_t, scale_t)
         abs_res, scale = to_host((abs_t, scale_t))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        rel = abs_res / np.maximum(scale, np.finfo(scale.dtype).tiny)
+        rel = abs_res / np.maximum(scale, _tiny(scale.dtype))
         return abs_res, rel, _pick(stop_mode, abs_res, rel, scale)
+
+
+_TINY: dict[np.dtype, float] = {}
+
+
+def _tiny(dtype: np.dtype) -> float:
+    """The smallest normal number of a NumPy float dtype, looked up once."""
+    if dtype not in _TINY:
+        _TINY[dtype] = float(np.finfo(dtype).tiny)
+    return _TINY[dtype]
 
 
 def _pick(stop_mode: str, abs_res: Any, rel: Any, scale: Any) -> Any:

@@ -66,6 +66,8 @@ class Solver(abc.ABC):
         """Propose and evaluate the next iterate; return ``(z_new, f(z_new), memory)``.
 
         ``active`` (B,) marks samples still iterating; the loop ignores proposals for the rest.
+        The loop never modifies ``active`` in place: it hands a new tensor when samples stop, so
+        a solver may cache what it derives from one (Broyden reads its mask once per change).
         The loop keeps ``z_new`` and ``fz_new`` without copying them: never write into them (or
         return views of buffers the solver writes into) later.
         """

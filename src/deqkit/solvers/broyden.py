@@ -92,7 +92,8 @@ class Broyden(BroydenOptions, Solver):
         # J⁻¹ = −I at the start, so the first direction is g itself. Unwritten slots of U and V
         # are never read, so they start uninitialised.
         us, vs = history_buffer(z, self.memory), history_buffer(z, self.memory)
-        return us, vs, 0, g, g
+        # The last slot caches the (active, frozen rows) pair of the previous step (see _frozen).
+        return us, vs, 0, g, g, (None, None)
 
     def residual(self, memory):
         return memory[3]
@@ -127,7 +128,7 @@ class Broyden(BroydenOptions, Solver):
         return torch.baddbmm(row, coeff, vs[:, :k], beta=-1).squeeze(1)
 
     def step(self, evaluate: Evaluate, z, fz, memory, active):
-        us, vs, count, g, direction = memory
+        us, vs, count, g, direction, seen = memory
         k = min(count, self.memory)
         if self.line_search:
             z_new, fz_new = bounded_step_search(
@@ -158,13 +159,15 @@ class Broyden(BroydenOptions, Solver):
             dots = [torch.linalg.vector_norm(dg, dim=1), torch.linalg.vecdot(dg, g_new)]
         if full:  # the term in the slot about to be overwritten leaves the estimate
             dots.append(torch.linalg.vecdot(vs[:, slot], g_new))
-        usable, coeffs, denom_t = _scalars(self.update, dots, full)
+        usable, coeffs = _scalars(self.update, dots, full)
         # A sample no longer active keeps its estimate (its secant pair would be wrong): its
         # slot keeps the old term once the ring is full, and stays empty (zero) before that.
-        frozen = None if bool(active.all()) else ~active[:, None]
+        seen = _frozen(active, seen)
+        frozen = seen[1]
         if recording(numer, v, dg, us, vs) or not isinstance(usable, np.ndarray):
             # Unrolled backward (differentiable through 1 / (vᵀdg)) or device arithmetic.
             keep = _as_tensor(usable, z.device)[:, None]
+            denom_t = dots[0] if self.update == "good" else dots[0].square()
             inv_denom = keep.to(v.dtype) / torch.where(keep, denom_t[:, None], 1.0)
             u = torch.where(keep, numer * inv_denom, 0.0)
             v = torch.where(keep, v, 0.0)
@@ -175,50 +178,75 @@ class Broyden(BroydenOptions, Solver):
                 u = torch.where(frozen, us[:, slot] if full else 0.0, u)
                 v = torch.where(frozen, vs[:, slot] if full else 0.0, v)
             us, vs = write_slot(us, slot, u), write_slot(vs, slot, v)
-            return z_new, fz_new, (us, vs, count + 1, g_new, next_direction)
+            return z_new, fz_new, (us, vs, count + 1, g_new, next_direction, seen)
         factors = torch.from_numpy(np.stack(coeffs)).to(z.device, z.dtype)[:, :, None]
         next_direction = torch.addcmul(d, numer, factors[1])
         if full:
             next_direction.addcmul_(us[:, slot], factors[2])
-        if frozen is not None:
-            old_u, old_v = (us[:, slot].clone(), vs[:, slot].clone()) if full else (0.0, 0.0)
-        torch.mul(numer, factors[0], out=us[:, slot])  # u, straight into its slot
-        if usable.all():
-            vs[:, slot].copy_(v)
-        else:  # no update for these samples: no NaN/Inf may enter U Vᵀ
-            keep = torch.from_numpy(usable).to(z.device)[:, None]
-            vs[:, slot] = torch.where(keep, v, 0.0)
-            us[:, slot] = torch.where(keep, us[:, slot].nan_to_num(), 0.0)
-        if frozen is not None:
-            us[:, slot] = torch.where(frozen, old_u, us[:, slot])
-            vs[:, slot] = torch.where(frozen, old_v, vs[:, slot])
-        return z_new, fz_new, (us, vs, count + 1, g_new, next_direction)
+        u_slot, v_slot = us[:, slot], vs[:, slot]
+        if frozen is None:
+            torch.mul(numer, factors[0], out=u_slot)  # u, straight into its slot
+            v_slot.copy_(v)
+        elif full:  # frozen rows keep their term: one select per buffer, in place
+            torch.where(frozen, u_slot, numer * factors[0], out=u_slot)
+            torch.where(frozen, v_slot, v, out=v_slot)
+        else:  # frozen rows stay empty
+            torch.mul(numer, factors[0], out=u_slot).masked_fill_(frozen, 0.0)
+            v_slot.copy_(v).masked_fill_(frozen, 0.0)
+        if not usable.all():  # no update for these samples: no NaN/Inf may enter U Vᵀ
+            rows = usable if frozen is None else usable | ~active.cpu().numpy()
+            keep = torch.from_numpy(rows).to(z.device)[:, None]
+            vs[:, slot] = torch.where(keep, v_slot, 0.0)
+            us[:, slot] = torch.where(keep, u_slot.nan_to_num(), 0.0)
+        return z_new, fz_new, (us, vs, count + 1, g_new, next_direction, seen)
+
+
+def _frozen(active: torch.Tensor, seen: tuple) -> tuple:
+    """``(active, rows)`` with ``rows`` the (B, 1) mask of frozen samples, or None when every
+    sample is active. The loop hands a new ``active`` tensor only when samples stop, so the
+    verdict (a device-to-host read) is taken once per change, not once per step."""
+    if active is seen[0]:
+        return seen
+    if active.device.type == "cpu" and not active.requires_grad:  # NumPy: no torch dispatch
+        mask = active.numpy()
+        return active, (None if mask.all() else torch.from_numpy(~mask[:, None]))
+    return active, (None if bool(active.all()) else ~active[:, None])
 
 
 def _as_tensor(values: Any, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(values).to(device) if isinstance(values, np.ndarray) else values
 
 
-def _scalars(update: str, dots: list[torch.Tensor], full: bool) -> tuple[Any, list[Any], Any]:
-    """``(usable, coeffs, denom)`` of a step: which samples update, their coefficients
-    [1/(vᵀdg), −(vᵀg)/(vᵀdg), (v_oldᵀg when the ring is full)] and the denominator as a tensor.
-    On the host in NumPy (one device-to-host copy) for CPU states, on the device elsewhere."""
-    denom_t = dots[0] if update == "good" else dots[0].square()
+def _scalars(update: str, dots: list[torch.Tensor], full: bool) -> tuple[Any, list[Any]]:
+    """``(usable, coeffs)`` of a step: which samples update and their coefficients
+    [1/(vᵀdg), −(vᵀg)/(vᵀdg), (v_oldᵀg when the ring is full)]. On the host in NumPy (one
+    device-to-host copy) for CPU states, on the device elsewhere."""
     if host_side(dots[0].device):
-        return (*_host_scalars(update, to_host(dots), full), denom_t)
-    return (*_device_scalars(update, dots, full), denom_t)
+        return _host_scalars(update, to_host(dots), full)
+    return _device_scalars(update, dots, full)
+
+
+_LIMITS: dict[np.dtype, tuple[float, float]] = {}
+
+
+def _limits(dtype: np.dtype) -> tuple[float, float]:
+    """``(eps, tiny)`` of a NumPy float dtype, looked up once."""
+    if dtype not in _LIMITS:
+        info = np.finfo(dtype)
+        _LIMITS[dtype] = float(info.eps), float(info.tiny)
+    return _LIMITS[dtype]
 
 
 def _host_scalars(update: str, host: np.ndarray, full: bool) -> tuple[np.ndarray, list]:
     with np.errstate(all="ignore"):
         if update == "good":
             denom, v_g, dz_norm, dg_norm = host[:4]
-            tiny = np.finfo(denom.dtype).eps * dz_norm * dg_norm
+            tiny = _limits(denom.dtype)[0] * dz_norm * dg_norm
             usable = (np.abs(denom) > tiny) & np.isfinite(denom)
         else:
             dg_norm, v_g = host[:2]
             denom = dg_norm * dg_norm
-            usable = (denom > np.finfo(denom.dtype).tiny) & np.isfinite(denom)
+            usable = (denom > _limits(denom.dtype)[1]) & np.isfinite(denom)
         scale = np.where(usable, 1.0 / np.where(usable, denom, 1.0), 0.0)
         coeffs = [scale, np.where(usable, -scale * v_g, 0.0)]
     if full:
