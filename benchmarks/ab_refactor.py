@@ -10,10 +10,13 @@ both at once), alternating which side goes first from configuration to configura
 to round, so load drift from other processes hits both sides alike. The first round is a
 warm-up. Per configuration it reports the minimum and the median over the timed rounds, the
 ratio new/old of each, and checks that both sides used the same number of f-evaluations (a
-different nfev means a different algorithm, not a slower one, and is flagged).
+different nfev means a different algorithm, not a slower one, and is flagged). Broyden runs with
+``memory`` pinned (``--broyden-memory``, default 30, the default of c441af2; e9e0acf raised it
+to 50, which changes the iterates of problem (d), whose ring wraps): one algorithm on both sides.
 
     .venv/bin/python benchmarks/ab_refactor.py                      # HEAD vs c441af2
     .venv/bin/python benchmarks/ab_refactor.py --new worktree --rounds 5   # uncommitted edits
+    .venv/bin/python benchmarks/ab_refactor.py --rounds 30 --restarts 3     # 3 worker pairs
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ KINDS = ("seconds", "cpu")
 # ----------------------------------------------------------------------------------- worker
 
 
-def _worker(src: str, tol: float) -> None:
+def _worker(src: str, tol: float, broyden_memory: int) -> None:
     """Serve solve requests (JSON lines on stdin) with the deqkit found in ``src``."""
     sys.path.insert(0, src)
     sys.path.insert(1, str(HERE))
@@ -58,6 +61,8 @@ def _worker(src: str, tol: float) -> None:
         request = json.loads(line)
         key, solver = request["problem"], request["solver"]
         problem = built.setdefault(key, problems.make(key))
+        if solver == "broyden":
+            solver = dk.Broyden(memory=broyden_memory)
         calls = [0]
 
         def f(z, problem=problem, calls=calls):
@@ -83,7 +88,7 @@ def _worker(src: str, tol: float) -> None:
 class Side:
     """One source tree and its worker process."""
 
-    def __init__(self, name: str, spec: str, tol: float):
+    def __init__(self, name: str, spec: str, tol: float, broyden_memory: int):
         self.name, self.spec, self.worktree = name, spec, None
         if spec == "worktree":
             src, self.commit = REPO / "src", _git("rev-parse", "--short", "HEAD") + "+edits"
@@ -92,13 +97,22 @@ class Side:
             self.worktree = Path(tempfile.mkdtemp(prefix=f"ab_{name}_")) / "tree"
             _git("worktree", "add", "--detach", str(self.worktree), self.commit)
             src = self.worktree / "src"
+        self.argv = [sys.executable, __file__, "--worker", str(src), "--tol", str(tol),
+                     "--broyden-memory", str(broyden_memory)]  # fmt: skip
+        self.start()
+
+    def start(self) -> None:
+        """Start (or restart) the worker process."""
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         env.pop("PYTHONPATH", None)
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", str(src), "--tol", str(tol)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
         self.info = self._read()
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
@@ -112,8 +126,7 @@ class Side:
         return self._read()
 
     def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        self.stop()
         if self.worktree is not None:
             _git("worktree", "remove", "--force", str(self.worktree))
 
@@ -135,23 +148,44 @@ def main(argv=None) -> int:
     parser.add_argument("--problems", default="abd")
     parser.add_argument("--solvers", default=",".join(SOLVERS))
     parser.add_argument("--rounds", type=int, default=20, help="timed rounds (after 1 warm-up)")
+    parser.add_argument(
+        "--restarts", type=int, default=1,
+        help="worker pairs, one after the other, each with its warm-up round: a process's own "
+        "bias (memory layout, core) averages out over pairs (default 1)",
+    )  # fmt: skip
     parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument("--broyden-memory", type=int, default=30, help="both sides (default 30)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "ab_refactor.md")
     parser.add_argument("--append", action="store_true", help="add the table to --out")
     args = parser.parse_args(argv)
     if args.worker:
-        _worker(args.worker, args.tol)
+        _worker(args.worker, args.tol, args.broyden_memory)
         return 0
     configs = [(p, s) for p in args.problems for s in args.solvers.split(",")]
     load_start, wall = _load(), time.perf_counter()
     sides = []
     try:
-        sides = [Side("old", args.old, args.tol), Side("new", args.new, args.tol)]
+        sides = [
+            Side(name, spec, args.tol, args.broyden_memory)
+            for name, spec in (("old", args.old), ("new", args.new))
+        ]
         times = {(c, side.name, kind): [] for c in configs for side in sides for kind in KINDS}
         first = {}
-        for rnd in range(args.rounds + 1):
+        # Rounds of each worker pair; round 0 of a pair is its warm-up, not timed.
+        schedule = [
+            r
+            for pair in range(args.restarts)
+            for r in range(
+                1 + args.rounds * (pair + 1) // args.restarts - args.rounds * pair // args.restarts
+            )
+        ]
+        for step, rnd in enumerate(schedule):
+            if rnd == 0 and step:
+                for side in sides:
+                    side.stop()
+                    side.start()
             for i, config in enumerate(configs):
-                order = sides if (rnd + i) % 2 == 0 else sides[::-1]
+                order = sides if (step + i) % 2 == 0 else sides[::-1]
                 for side in order:
                     reply = side.solve(*config)
                     seen = first.setdefault((config, side.name), reply)
@@ -160,7 +194,7 @@ def main(argv=None) -> int:
                     if rnd:
                         for kind in KINDS:
                             times[(config, side.name, kind)].append(reply[kind])
-            print(f"round {rnd}/{args.rounds} done, load {_load()}", flush=True)
+            print(f"round {step}/{len(schedule)} done, load {_load()}", flush=True)
     finally:
         for side in sides:
             side.close()
@@ -186,6 +220,8 @@ def main(argv=None) -> int:
         "old": f"{args.old} ({sides[0].commit})",
         "new": f"{args.new} ({sides[1].commit})",
         "rounds": args.rounds,
+        "restarts": args.restarts,
+        "broyden_memory": args.broyden_memory,
         "load_start": load_start,
         "load_end": _load(),
         "seconds": round(time.perf_counter() - wall),
@@ -207,7 +243,9 @@ def _table(rows: list[dict], env: dict) -> str:
         "# A/B: torch solvers before and after the core refactor (issue 10)",
         "",
         f"`{env['command'].strip()}` — {env['date']}, old = {env['old']}, new = {env['new']}; "
-        f"1 thread per side, {env['rounds']} timed rounds after a warm-up, sides alternating; "
+        f"1 thread per side, {env['rounds']} timed rounds over {env['restarts']} worker "
+        "pair(s), each pair after a warm-up round, sides alternating, "
+        f"Broyden memory {env['broyden_memory']} on both sides; "
         f"torch {env['torch']}, {env['cpus']} CPUs shared with other jobs "
         f"(load average {env['load_start']} at the start, {env['load_end']} at the end), "
         f"{env['seconds']} s.",
