@@ -13,22 +13,35 @@ as inputs. Its backward, under ``create_graph=True``, records
 
 so the gradient it returns is itself differentiable: exact second derivatives. A third
 derivative reaches the inner adjoint step under ``create_graph`` and is refused there. When f
-uses a non-leaf tensor from outside (an encoder's output), the node cannot name it and the hook
-form is used (which refuses ``create_graph``).
+uses a non-leaf tensor from outside (an encoder's output), the node names it as an input (see
+below) and refuses ``create_graph``; when such a tensor reaches f outside a torch function, or
+f's output carries forward-mode tangents, the hook form is used (which refuses it too).
+
+**f's own graph, cut from the past.** f(z*) is evaluated once under :class:`CutHistory`, which
+hands f a detached, grad-requiring copy of every non-leaf tensor made before the solve (an
+encoder's output, the previous state h_{t−1} of a recurrent DEQ). The graph the adjoint's
+vector–Jacobian products walk is then f's own: without the cut, PyTorch's engine visits every
+node reachable from f(z*) on each product, the whole history of h_{t−1} included, so the
+backward of a T-step recurrence cost O(T²). The copies are inputs of the node, and the gradient
+it returns for them flows into their history once, after the adjoint solve. Such a node gives
+first derivatives only (naming a non-leaf input while differentiating again would count its
+history's path to shared leaves twice).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch.autograd import forward_ad
+from torch.overrides import TorchFunctionMode
 
 from ._compat import node_sequence_nr
 from .solvers import iterate, make_solver
 from .solvers._report import report_failure
 
-__all__ = ["graph_leaves", "implicit_node"]
+__all__ = ["CutHistory", "graph_leaves", "implicit_node"]
 
 
 def graph_leaves(out: torch.Tensor, z_leaf: torch.Tensor, start: int) -> list | None:
@@ -55,25 +68,117 @@ def graph_leaves(out: torch.Tensor, z_leaf: torch.Tensor, start: int) -> list | 
     return list(leaves.values())
 
 
-class _Context:
-    """What the node's backward needs: f, its graph at the detached z*, the adjoint options."""
+class CutHistory(TorchFunctionMode):
+    """While active, every torch function sees a detached copy (requiring grad) of each
+    non-leaf tensor argument made before sequence number ``start`` (``cut`` maps each original's
+    id to ``(original, copy)``). Tensors carrying forward-mode tangents are left alone (a copy
+    would drop the tangent), as are tensors reaching f outside torch functions (a custom
+    ``autograd.Function``'s inputs): :func:`graph_leaves` then finds the old node.
 
-    def __init__(self, f, fz, z_leaf, leaves, opts, solution, on_failure):
+    >>> h = torch.ones(2, requires_grad=True) * 2  # made before: a non-leaf with a history
+    >>> from deqkit._compat import next_sequence_nr
+    >>> with CutHistory(next_sequence_nr()) as cut:
+    ...     y = (3 * h).sum()
+    >>> [type(n).__name__ for n, _ in y.grad_fn.next_functions[0][0].next_functions]
+    ['AccumulateGrad', 'NoneType']
+    >>> len(cut.cut)
+    1
+    """
+
+    def __init__(self, start: int):
+        super().__init__()
+        self.start = start
+        self.cut: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._original: dict[int, torch.Tensor] = {}  # id(copy) -> the tensor it copies
+        # id(t) -> (t, what f sees): each tensor is judged once (holding t keeps its id unique).
+        self._seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _copy(self, t: torch.Tensor) -> torch.Tensor:
+        hit = self._seen.get(id(t))
+        if hit is not None:
+            return hit[1]
+        seen = t
+        node = t.grad_fn
+        if (
+            node is not None
+            and node_sequence_nr(node) < self.start
+            and forward_ad.unpack_dual(t).tangent is None  # a copy would drop a tangent
+        ):
+            seen = t.detach().requires_grad_()
+            self.cut[id(t)] = (t, seen)
+            self._original[id(seen)] = t
+        self._seen[id(t)] = (t, seen)
+        return seen
+
+    def _map(self, obj: Any) -> Any:
+        # A light tree map (torch functions take tensors, lists and tuples of them); pytree's
+        # map cost 2/3 of attach. A container is rebuilt only when an element changed.
+        if isinstance(obj, torch.Tensor):
+            return self._copy(obj)
+        kind = type(obj)
+        if kind is tuple or kind is list:
+            new = [self._map(item) for item in obj]
+            for a, b in zip(new, obj, strict=True):
+                if a is not b:
+                    return kind(new)
+        elif kind is dict:
+            new_dict = {key: self._map(value) for key, value in obj.items()}
+            for key, value in obj.items():
+                if new_dict[key] is not value:
+                    return new_dict
+        return obj
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        seen, changed = self._seen, None
+        for i, arg in enumerate(args):  # the common case inline: a flat tuple of tensors
+            if isinstance(arg, torch.Tensor):
+                hit = seen.get(id(arg))
+                new = hit[1] if hit is not None else self._copy(arg)
+            elif type(arg) is tuple or type(arg) is list:
+                new = self._map(arg)
+            else:
+                continue
+            if new is not arg:
+                changed = changed or list(args)
+                changed[i] = new
+        if changed is not None:
+            args = tuple(changed)
+        out = func(*args, **(self._map(kwargs) if kwargs else {}))
+        if isinstance(out, torch.Tensor):  # made inside f: never cut, no need to look again
+            seen[id(out)] = (out, out)
+        return out
+
+    def split(self, leaves: list) -> tuple[list, list, list]:
+        """(true leaves, originals, their copies) of the leaves ``graph_leaves`` found."""
+        plain = [t for t in leaves if id(t) not in self._original]
+        copies = [t for t in leaves if id(t) in self._original]
+        return plain, [self._original[id(t)] for t in copies], copies
+
+
+class _Context:
+    """What the node's backward needs: f, its graph at the detached z*, the adjoint options,
+    and the cut inputs (``outer`` non-leaf tensors, their detached ``copies`` in f's graph)."""
+
+    def __init__(self, f, fz, z_leaf, leaves, opts, solution, on_failure, outer=(), copies=()):
+        # fz (f's graph) is held only until the node's forward saves it for backward, so that a
+        # backward without retain_graph frees f's graph, as it frees every other node's.
         self.f, self.fz, self.z_leaf, self.leaves = f, fz, z_leaf, leaves
         self.opts, self.solution, self.on_failure = opts, solution, on_failure
+        self.outer, self.copies = list(outer), list(copies)
         # Set while the backward takes the partial uᵀ ∂f/∂θ at an attached z*: that z*'s node
         # must then pass nothing on (the path through z* is the adjoint's job), yet stay
         # differentiable for the next derivative.
         self.blocked = False
 
-    def copy(self) -> _Context:
+    def copy(self, fz: torch.Tensor) -> _Context:
         return _Context(
-            self.f, self.fz, self.z_leaf, self.leaves, self.opts, self.solution, self.on_failure
-        )
+            self.f, fz, self.z_leaf, self.leaves, self.opts, self.solution, self.on_failure,
+            self.outer, self.copies,
+        )  # fmt: skip
 
-    def solve_adjoint(self, grad: torch.Tensor) -> torch.Tensor:
+    def solve_adjoint(self, fz: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         def adjoint_map(u: torch.Tensor) -> torch.Tensor:
-            (vjp,) = torch.autograd.grad(self.fz, self.z_leaf, u, retain_graph=True)
+            (vjp,) = torch.autograd.grad(fz, self.z_leaf, u, retain_graph=True)
             return grad + vjp
 
         with torch.no_grad():
@@ -91,25 +196,40 @@ class _Context:
         return back.z
 
 
+#: Why ``create_graph=True`` is refused when f uses a non-leaf tensor from outside.
+NON_LEAF = (
+    "; second derivatives need f to use only leaf tensors besides z, and this f uses a "
+    "non-leaf tensor made before the solve, e.g. an encoder's output"
+)
+
+
 class _ImplicitNode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, context: _Context, *leaves):
+    def forward(ctx, context: _Context, *inputs):
         ctx.context = context
-        return context.fz.detach().clone()
+        fz, context.fz = context.fz, None
+        ctx.save_for_backward(fz)  # freed by a backward without retain_graph
+        return fz.detach().clone()
 
     @staticmethod
     def backward(ctx, grad):
         context: _Context = ctx.context
         if context.blocked:
-            return (None,) * (1 + len(context.leaves))
-        u = context.solve_adjoint(grad)
+            return (None,) * (1 + len(context.leaves) + len(context.outer))
+        if context.outer:
+            from .backward import refuse_create_graph
+
+            refuse_create_graph("implicit", NON_LEAF)
+        (fz_star,) = ctx.saved_tensors
+        u = context.solve_adjoint(fz_star, grad)
         if not torch.is_grad_enabled():  # a first derivative: the recorded f graph suffices
             grads = torch.autograd.grad(
-                context.fz, context.leaves, u, retain_graph=True, allow_unused=True
-            )
+                fz_star, context.leaves + context.copies, u, retain_graph=True,
+                allow_unused=True,
+            )  # fmt: skip
             return (None, *grads)
         # create_graph=True: rebuild the gradient from differentiable pieces.
-        inner = context.copy()
+        inner = context.copy(fz_star)
         z_att = _ImplicitNode.apply(inner, *context.leaves)
         fz = context.f(z_att)
 
@@ -164,8 +284,9 @@ def _attach_linear(h: Callable, u_star: torch.Tensor, context: _Context) -> torc
 
 def implicit_node(
     f: Callable, fz: torch.Tensor, z_leaf: torch.Tensor, leaves: list, opts: Any, solution: Any,
-    on_failure: str,
+    on_failure: str, outer: Sequence = (), copies: Sequence = (),
 ) -> torch.Tensor:  # fmt: skip
-    """f(z*) as a node whose gradient is the implicit one, differentiable once more."""
-    context = _Context(f, fz, z_leaf, leaves, opts, solution, on_failure)
-    return _ImplicitNode.apply(context, *leaves)
+    """f(z*) as a node whose gradient is the implicit one: differentiable once more when f
+    uses only leaves; with cut inputs (``outer``, seen by f as ``copies``), first order."""
+    context = _Context(f, fz, z_leaf, leaves, opts, solution, on_failure, outer, copies)
+    return _ImplicitNode.apply(context, *leaves, *context.outer)

@@ -28,7 +28,7 @@ import torch
 from torch.autograd import forward_ad
 
 from ._compat import next_sequence_nr
-from ._exact_adjoint import graph_leaves, implicit_node
+from ._exact_adjoint import NON_LEAF, CutHistory, graph_leaves, implicit_node
 from .core import (
     BACKWARD_OPTIONS,
     FAILURE_POLICIES,
@@ -96,6 +96,9 @@ class Implicit(ImplicitOptions, Backward):
     derivative that misses the terms through u and z*; ``backward="unrolled"`` is exact for
     the unrolled solve at any order.
 
+    Each adjoint VJP walks f's own graph only: older non-leaf inputs (h_{t−1} of a recurrence)
+    reach f as detached copies, so a T-step recurrence of DEQs costs O(T) backward, not O(T²).
+
     >>> import deqkit as dk
     >>> w = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
     >>> z0 = torch.zeros(1, 1, dtype=torch.float64)
@@ -117,22 +120,25 @@ class Implicit(ImplicitOptions, Backward):
             )
         z_leaf = z_star.detach().requires_grad_()
         start = next_sequence_nr()
-        fz = f(z_leaf)
+        with CutHistory(start) as cut:  # f's own graph: older non-leaf inputs as detached copies
+            fz = f(z_leaf)
         if not fz.requires_grad:
             return fz
-        leaves = graph_leaves(fz, z_leaf, start)
-        if leaves and forward_ad.unpack_dual(fz).tangent is None:
-            # f differentiates only leaves: a node whose gradient is differentiable again.
-            return implicit_node(f, fz, z_leaf, leaves, self, solution, on_failure)
+        found = graph_leaves(fz, z_leaf, start)
+        if found and forward_ad.unpack_dual(fz).tangent is None:
+            # A node: the adjoint's VJPs walk f's graph alone, not the copies' history (which
+            # made a T-step recurrence's backward O(T²)). With leaves only, its gradient is
+            # differentiable again.
+            leaves, outer, copies = cut.split(found)
+            return implicit_node(f, fz, z_leaf, leaves, self, solution, on_failure, outer, copies)
+        if cut.cut:  # an input the cut missed, or forward-mode tangents: f's whole graph
+            fz = f(z_leaf)
         solver = make_solver(self.solver)
 
         def adjoint(grad: torch.Tensor | None) -> torch.Tensor | None:
             if grad is None:  # an undefined gradient stays undefined (autograd's convention)
                 return None
-            refuse_create_graph(
-                "implicit", "; second derivatives need f to use only leaf tensors besides z, and "
-                "this f uses a non-leaf tensor made before the solve, e.g. an encoder's output",
-            )  # fmt: skip
+            refuse_create_graph("implicit", NON_LEAF)
             if forward_ad.unpack_dual(fz).tangent is not None:
                 raise NotImplementedError(
                     "reverse mode through backward='implicit' while f's forward-mode tangents "
