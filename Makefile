@@ -45,11 +45,12 @@ bench-deps: $(STAMP)
 	$(PIP) --no-deps torchdeq==0.1.0
 	$(PIP) --no-deps jaxopt==0.8.5 optimistix==0.1.0 lineax==0.1.1
 
+# The torch section, then the JAX section (deqkit.jax vs jaxopt and optimistix, issue 20) in its
+# quick form (3 timing rounds: 138 s of CPU, 11.5 min wall at load 15-19); bench-jax runs 7.
 bench: bench-deps
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/jax_bench.py --quick
 
-# The JAX section (deqkit.jax vs jaxopt and optimistix, issue 20) is its own target until it fits
-# in make bench's 15 minutes: under load its (a)+(d) rows alone took over 25 minutes.
 bench-jax: bench-deps
 	$(PY) benchmarks/jax_bench.py
 
