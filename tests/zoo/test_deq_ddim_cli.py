@@ -86,6 +86,8 @@ def test_user_mistakes_are_one_line_errors(run, tmp_path, capsys):
     assert "--index must be in" in error(["invert", str(run), "--index", "100000"])
     assert "num_steps" in error(["sample", str(run), "--steps", "0"])
     assert "--n must be" in error(["sample", str(run), "--n", "0"])
+    no_layer = error(["diagnose", str(run)])
+    assert "has no dk.DEQ layer" in no_layer and "deqkit.zoo.deq_ddim.diagnose" in no_layer
 
 
 def test_a_recipe_trains_on_an_image_folder_and_samples_colour(tmp_path, capsys):

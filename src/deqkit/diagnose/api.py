@@ -146,9 +146,27 @@ def diagnose_checkpoint(
     task = build_task(cfg, data.info)
     if options is None:
         options = DiagnoseOptions(batch_size=cfg.data.eval_batch_size)
+    if not DEQLayers(model):
+        raise ConfigError(_no_deq_layer(cfg.model["name"], type(model).__name__, path))
     try:
         check_options(DEQLayers(model), options)
     except ValueError as exc:
         raise ConfigError(f"deqkit diagnose: {exc}") from None
     report = diagnose(model, task, dataset, options)
     return {"checkpoint": str(path), "split": split, "step": state["step"], **report}
+
+
+def _no_deq_layer(model_name: str, class_name: str, path: str | Path) -> str:
+    """One line for a checkpoint whose model has no ``dk.DEQ`` layer, naming the zoo package's
+    own health check when it has one (its ``DIAGNOSE_COMMAND``, e.g. DEQ-DDIM's sampler)."""
+    import importlib
+
+    from ..zoo import MODELS
+
+    command = None
+    if model_name in MODELS:
+        command = getattr(importlib.import_module(MODELS[model_name]), "DIAGNOSE_COMMAND", None)
+    message = f"deqkit diagnose: model {model_name!r} ({class_name}) has no dk.DEQ layer"
+    if command:
+        return f"{message}; its health check is `{command} {path}`"
+    return f"{message}; there is no equilibrium to diagnose"

@@ -21,6 +21,9 @@ from .sampler import (
 from .schedule import SCHEDULES, DDIMSteps, alpha_bars, betas, ddim_steps
 from .unet import UNet, UNetConfig
 
+#: The DEQ sampler is not a ``dk.DEQ`` layer: ``deqkit diagnose`` points here for its health check.
+DIAGNOSE_COMMAND = "python -m deqkit.zoo.deq_ddim.diagnose"
+
 __all__ = [
     "CRITERIA",
     "DDIMSteps",
