@@ -173,3 +173,19 @@ def test_the_node_frees_f_graph_unless_retained(computed_input):
     assert w.grad.item() == pytest.approx(2 * exact, rel=1e-10)
     with pytest.raises(RuntimeError, match="second time"):
         z.sum().backward()
+
+
+def test_a_compiled_f_with_a_computed_input_gives_the_eager_gradients():
+    torch.manual_seed(0)
+    cell = torch.nn.Linear(4, 4).double()
+    enc = torch.nn.Linear(3, 4).double()
+    inp = torch.randn(2, 3, dtype=F64)
+
+    def grads(f):
+        z, _ = dk.DEQ(lambda z, x: torch.tanh(0.5 * f(z) + x), tol=1e-12, max_iter=200)(enc(inp))
+        return torch.autograd.grad((z**2).sum(), [cell.weight, enc.weight])
+
+    eager = grads(cell)
+    compiled = grads(torch.compile(cell, backend="eager"))
+    for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

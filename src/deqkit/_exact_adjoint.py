@@ -128,6 +128,7 @@ class CutHistory(TorchFunctionMode):
                     return new_dict
         return obj
 
+    @torch.compiler.disable  # run eagerly inside a compiled f (dynamo's guards on it failed)
     def __torch_function__(self, func, types, args=(), kwargs=None):
         seen, changed = self._seen, None
         for i, arg in enumerate(args):  # the common case inline: a flat tuple of tensors
