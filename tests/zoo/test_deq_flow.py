@@ -201,6 +201,7 @@ def _three_steps(out, recipe, overrides):
 def test_synthetic_recipes_train_three_steps_through_the_cli(tmp_path, recipe):
     out = tmp_path / "run"
     _three_steps(out, recipe, ["data.size=[32,48]", "data.test_pairs=2", "data.batch_size=2",
+                               "train.budget_delta=1",  # budgets 3-5 keep n_states=2
                                "model.unroll=" + ("3" if "raft" in recipe else "0")])  # fmt: skip
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert sum(r.get("kind") == "train" for r in records) == 3
