@@ -8,15 +8,11 @@ import torch
 
 import deqkit as dk
 from deqkit.zoo import build_model
-from deqkit.zoo.deq_seq import (
-    DEQTransformerCell,
-    SeqLMConfig,
-    SequenceDEQ,
-    SequenceLM,
-    TrellisNetCell,
-)
+from deqkit.zoo.deq_seq import SeqLMConfig, SequenceDEQ, SequenceLM
 from deqkit.zoo.deq_seq.generate import generate
 from deqkit.zoo.deq_seq.memory import saved_tensor_bytes
+from deqkit.zoo.deq_transformer import DEQTransformerCell
+from deqkit.zoo.trellisnet import TrellisNetCell
 
 TIGHT = {"solver": "anderson", "tol": 1e-10, "max_iter": 150, "on_failure": "raise"}
 
@@ -245,6 +241,40 @@ def test_model_options_and_baselines_build_and_run():
         SeqLMConfig(block="gru")
     with pytest.raises(ValueError, match="n_head=3 must divide d_model=8"):
         DEQTransformerCell(8, 3, 16)
+
+
+def test_model_names_deq_transformer_and_trellisnet_build_the_deq_seq_models():
+    # The two zoo packages are the deq_seq base with their block; old name: deq_seq still builds.
+    from deqkit.zoo import model_task, recipe_paths
+
+    tokens = torch.randint(0, 30, (2, 6))
+    common = {"d_model": 8, "n_head": 2, "d_inner": 16, "d_hidden": 8, "mem_len": 4}
+    loose = {"max_iter": 6, "on_failure": "ignore"}
+    for name, block, cell in (("deq_transformer", "transformer", DEQTransformerCell),
+                              ("trellisnet", "trellisnet", TrellisNetCell)):  # fmt: skip
+        torch.manual_seed(0)
+        new = build_model(name, {"name": name, **common}, loose, {"vocab_size": 30})
+        torch.manual_seed(0)
+        old = build_model(
+            "deq_seq", {"name": "deq_seq", "block": block, **common}, loose,
+            {"vocab_size": 30},
+        )  # fmt: skip
+        assert isinstance(new.body.cell, cell) and new.config == old.config
+        assert torch.equal(new(tokens)[0], old(tokens)[0])
+        assert model_task(name) == model_task("deq_seq")
+        with pytest.raises(ValueError, match=f"has block '{block}', got 'lstm'"):
+            build_model(name, {"name": name, "block": "lstm"}, {}, {"vocab_size": 30})
+    # Each recipe is found once, in the package of its model.
+    paths = recipe_paths()
+    for recipe in (
+        "deq-transformer-wiki-char", "deq-transformer-wiki-char-jr", "deq-transformer-copy",
+        "deq-transformer-wt103", "transformer-unrolled-wiki-char", "transformer-untied-wiki-char",
+    ):  # fmt: skip
+        assert paths[recipe].parent.parent.name == "deq_transformer", recipe
+    for recipe in ("trellisnet-wiki-char", "trellisnet-ptb"):
+        assert paths[recipe].parent.parent.name == "trellisnet", recipe
+    for recipe in ("lstm-wiki-char", "lstm-copy"):
+        assert paths[recipe].parent.parent.name == "deq_seq", recipe
 
 
 _SLOW = pytest.mark.slow  # variants of the three in the default suite; each ~10 s

@@ -22,6 +22,8 @@ MODELS = {
     "ignn": "deqkit.zoo.ignn",
     "irnn": "deqkit.zoo.irnn",
     "deq_seq": "deqkit.zoo.deq_seq",
+    "deq_transformer": "deqkit.zoo.deq_transformer",
+    "trellisnet": "deqkit.zoo.trellisnet",
     "deq_ddim": "deqkit.zoo.deq_ddim",
     "deq_flow": "deqkit.zoo.deq_flow",
 }

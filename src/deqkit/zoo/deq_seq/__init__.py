@@ -1,9 +1,11 @@
-"""Sequence DEQs: the DEQ-Transformer and DEQ-TrellisNet language models (Bai, Kolter, Koltun,
-NeurIPS 2019), with the reusable history-padding interface, explicit baselines and LM task.
+"""The sequence-DEQ base (Bai, Kolter, Koltun, NeurIPS 2019): history padding, LM, tasks, baselines.
 
-One package holds both models because they share everything around the cell: the
-:class:`SequenceCell` interface and :class:`SequenceDEQ` (history padding, injection once per
-forward, memories), the language model and its head, the baselines and the task.
+Everything around the cell that a sequence DEQ needs: the :class:`SequenceCell` interface and
+:class:`SequenceDEQ` (history padding, injection once per forward, memories), the language model
+and its head, the LSTM / untied-stack baselines, the LM and copy-memory tasks, ``generate`` and
+``compare``. The cells are in :mod:`deqkit.zoo.deq_transformer` and :mod:`deqkit.zoo.trellisnet`
+(model names ``deq_transformer`` and ``trellisnet``); ``name: deq_seq`` with ``block:
+transformer | trellisnet | lstm`` builds the same models (older checkpoints, the LSTM recipes).
 """
 
 from __future__ import annotations
@@ -11,24 +13,21 @@ from __future__ import annotations
 from .baselines import LSTMBody, UntiedStack
 from .model import SeqLMConfig, SequenceLM
 from .seq import Memory, SequenceCell, SequenceDEQ
-from .transformer import DEQTransformerCell
-from .trellisnet import TrellisNetCell
 
 #: The trainer task of every recipe of this package.
 TASK = "deqkit.zoo.deq_seq.lm_task:SequenceLMTask"
 
 __all__ = [
     "TASK",
-    "DEQTransformerCell",
     "LSTMBody",
     "Memory",
     "SeqLMConfig",
     "SequenceCell",
     "SequenceDEQ",
     "SequenceLM",
-    "TrellisNetCell",
     "UntiedStack",
     "build",
+    "build_block",
 ]
 
 
@@ -48,3 +47,22 @@ def build(model_cfg: dict, deq_options: dict, data_info: dict) -> SequenceLM:
         raise ValueError(f"data_info lacks 'vocab_size'; got keys {sorted(data_info)}")
     options = {k: v for k, v in model_cfg.items() if k != "name"}
     return SequenceLM(SeqLMConfig.from_dict(options), int(vocab), **deq_options)
+
+
+def build_block(block: str, model_cfg: dict, deq_options: dict, data_info: dict) -> SequenceLM:
+    """:func:`build` for a zoo model that is one block (``deq_transformer``, ``trellisnet``).
+
+    A different ``block`` in ``model_cfg`` is a user mistake.
+
+    >>> build_block("trellisnet", {"name": "trellisnet", "block": "lstm"}, {}, {"vocab_size": 5})
+    Traceback (most recent call last):
+    ...
+    ValueError: model 'trellisnet' has block 'trellisnet', got 'lstm' (other blocks: name deq_seq)
+    """
+    given = model_cfg.get("block", block)
+    if given != block:
+        raise ValueError(
+            f"model {model_cfg.get('name')!r} has block {block!r}, got {given!r} "
+            "(other blocks: name deq_seq)"
+        )
+    return build({**model_cfg, "block": block}, deq_options, data_info)

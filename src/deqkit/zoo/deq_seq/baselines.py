@@ -21,7 +21,7 @@ class UntiedStack(nn.Module):
     Layer k reads its own history: its output on the previous segment (as Transformer-XL caches
     every layer's states); the memory is a tuple of one :class:`Memory` per layer.
 
-    >>> from deqkit.zoo.deq_seq import DEQTransformerCell
+    >>> from deqkit.zoo.deq_transformer import DEQTransformerCell
     >>> stack = UntiedStack([DEQTransformerCell(8, 2, 16) for _ in range(2)], mem_len=3)
     >>> z, mem, sol = stack(torch.randn(2, 5, 8))
     >>> z.shape, len(mem), mem[0].z.shape, sol.nfev

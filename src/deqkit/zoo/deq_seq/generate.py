@@ -89,9 +89,9 @@ def generate_text(
     cfg = parse(state["config"])
     name = cfg.model.get("name")
     itos = (state.get("data_state") or {}).get("itos")
-    if name != "deq_seq" or itos is None:
+    if name not in ("deq_seq", "deq_transformer", "trellisnet") or itos is None:
         raise CheckpointError(
-            f"{checkpoint} is not a text language model of deq_seq (model {name!r}, "
+            f"{checkpoint} is not a text language model of the sequence DEQs (model {name!r}, "
             f"dataset {cfg.data.name!r}); generate needs a run of e.g. deq-transformer-wiki-char"
         )
     vocab, level = Vocab(tuple(itos)), cfg.data_options.level

@@ -13,8 +13,6 @@ import deqkit as dk
 
 from .baselines import LSTMBody, UntiedStack
 from .seq import SequenceDEQ
-from .transformer import DEQTransformerCell
-from .trellisnet import TrellisNetCell
 
 __all__ = ["SeqLMConfig", "SequenceLM"]
 
@@ -121,12 +119,17 @@ def _body(cfg: SeqLMConfig, deq_options: dict) -> nn.Module:
     if cfg.block == "lstm":
         return LSTMBody(cfg.d_model, cfg.d_hidden, cfg.layers, cfg.dropout)
 
+    # The cells live in their own zoo packages, which import this one: import them here.
     def make_cell():
         if cfg.block == "transformer":
+            from deqkit.zoo.deq_transformer.cell import DEQTransformerCell
+
             return DEQTransformerCell(
                 cfg.d_model, cfg.n_head, cfg.d_inner, cfg.dropout, cfg.pre_ln,
                 cfg.init_std, cfg.weight_norm, cfg.residual, cfg.attn_dropout,
             )  # fmt: skip
+        from deqkit.zoo.trellisnet.cell import TrellisNetCell
+
         return TrellisNetCell(
             cfg.d_model, cfg.d_hidden, cfg.d_out, cfg.dropout, cfg.init_std, cfg.weight_norm
         )

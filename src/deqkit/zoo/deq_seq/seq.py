@@ -120,7 +120,7 @@ class SequenceDEQ(nn.Module):
             :func:`combine_solutions`).
         **deq_options: keyword arguments of :class:`deqkit.DEQ`.
 
-    >>> from deqkit.zoo.deq_seq import DEQTransformerCell
+    >>> from deqkit.zoo.deq_transformer import DEQTransformerCell
     >>> layer = SequenceDEQ(DEQTransformerCell(8, 2, 16), mem_len=4, max_iter=30, tol=1e-4)
     >>> x = torch.randn(2, 5, 8)
     >>> z, mem, sol = layer(x)

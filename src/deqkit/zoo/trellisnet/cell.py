@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 import deqkit as dk
-
-from .seq import SequenceCell
+from deqkit.zoo.deq_seq.seq import SequenceCell
 
 __all__ = ["TrellisNetCell"]
 

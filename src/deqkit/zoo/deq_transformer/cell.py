@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 import deqkit as dk
-
-from .seq import SequenceCell
+from deqkit.zoo.deq_seq.seq import SequenceCell
 
 __all__ = ["DEQTransformerCell", "sinusoid"]
 
