@@ -10,69 +10,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-from torchmetrics import MeanSquaredError
+from linear_deq import Fit, Linear, vectors, weight
 
-import deqkit as dk
 from deqkit.diagnose import DiagnoseOptions, diagnose, format_table
-from deqkit.train.task import Best, Task
-
-
-class Vectors:
-    def __init__(self, n=24):
-        self.x = torch.randn(n, 6, generator=torch.Generator().manual_seed(1)).double()
-
-    def __len__(self):
-        return len(self.x)
-
-    def batch(self, index, generator=None):
-        return self.x[index], self.x[index].sum(1, keepdim=True)
-
-
-class Fit(Task):
-    name = "fit"
-    best = Best("mse", "min")
-
-    def criterion(self, output, targets):
-        return nn.functional.mse_loss(output, targets)
-
-    def metrics(self):
-        return {"mse": MeanSquaredError()}
-
-
-def _weight(rho: float) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    v = torch.eye(6, dtype=torch.float64) + 0.3 * torch.randn(6, 6, generator=g).double()
-    eig = rho * torch.tensor([1.0, -0.6, 0.5, 0.4, -0.3, 0.1], dtype=torch.float64)
-    return v @ torch.diag(eig) @ torch.linalg.inv(v)
-
-
-class Linear(nn.Module):
-    def __init__(self, weight, solver="anderson", backward="implicit", max_iter=60):
-        super().__init__()
-        self.weight = nn.Parameter(weight)
-        self.deq = dk.DEQ(
-            lambda z, x: z @ self.weight.T + x,
-            solver=solver,
-            backward=backward,
-            tol=1e-6,
-            max_iter=max_iter,
-            on_failure="ignore",
-        )
-        self.head = nn.Linear(len(weight), 1).double()
-
-    def forward(self, x):
-        z, sol = self.deq(x)
-        return self.head(z), sol
-
 
 OPTIONS = DiagnoseOptions(solvers=("fixed_point", "anderson"), max_iter=(8, 60), rho_iter=200)
 
 
 def test_converged_with_rho_above_one_is_a_warning_with_its_numbers():
-    weight = _weight(1.5)
-    dense = torch.linalg.eigvals(weight).abs().max().item()
-    report = diagnose(Linear(weight), Fit({}), Vectors(), OPTIONS)
+    w = weight(1.5)
+    dense = torch.linalg.eigvals(w).abs().max().item()
+    report = diagnose(Linear(w), Fit({}), vectors(), OPTIONS)
     assert report["at_budget"]["fwd_converged"] == 1.0
     assert report["adjoint"]["implicit"] and report["adjoint"]["converged"] == 1.0
     rho = report["spectral_radius"]
@@ -91,7 +39,7 @@ def test_converged_with_rho_above_one_is_a_warning_with_its_numbers():
 
 
 def test_rho_above_one_with_an_approximate_gradient_says_so():
-    report = diagnose(Linear(_weight(1.5), backward="phantom"), Fit({}), Vectors(), OPTIONS)
+    report = diagnose(Linear(weight(1.5), backward="phantom"), Fit({}), vectors(), OPTIONS)
     v = report["verdict"]
     assert v["status"] == "warning", v
     assert "justification assumes rho < 1" in v["warnings"][0]
@@ -100,8 +48,8 @@ def test_rho_above_one_with_an_approximate_gradient_says_so():
 
 def test_rho_above_one_and_no_convergence_is_unhealthy():
     # Anderson cannot solve the 6-d linear system in 3 iterations: the forward fails too.
-    model = Linear(_weight(1.5), max_iter=3)
-    report = diagnose(model, Fit({}), Vectors(), OPTIONS)
+    model = Linear(weight(1.5), max_iter=3)
+    report = diagnose(model, Fit({}), vectors(), OPTIONS)
     v = report["verdict"]
     assert v["status"] == "unhealthy" and v["warnings"] == []
     assert any("spectral radius >= 1 for 100%" in p for p in v["problems"])
@@ -110,6 +58,6 @@ def test_rho_above_one_and_no_convergence_is_unhealthy():
 @pytest.mark.parametrize("rho, status", [(0.6, "healthy"), (1.5, "warning")])
 def test_the_level_follows_rho_alone_when_everything_converges(rho, status):
     options = DiagnoseOptions(solvers=("anderson",), max_iter=(60,), rho_iter=200)
-    report = diagnose(Linear(_weight(rho)), Fit({}), Vectors(), options)
+    report = diagnose(Linear(weight(rho)), Fit({}), vectors(), options)
     assert report["at_budget"]["fwd_converged"] == 1.0
     assert report["verdict"]["status"] == status, report["verdict"]

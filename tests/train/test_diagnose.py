@@ -14,79 +14,22 @@ import pytest
 import tiny_model
 import torch
 import toy_tasks
-from torch import nn
-from torchmetrics import MeanSquaredError
+from linear_deq import Fit, Linear, vectors, weight
 
-import deqkit as dk
 from deqkit.cli import main
 from deqkit.diagnose import DiagnoseOptions, diagnose, diagnose_checkpoint, write_report
-from deqkit.train.task import Best, Task
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
-
-
-class Vectors:
-    def __init__(self, x):
-        self.x = x
-
-    def __len__(self):
-        return len(self.x)
-
-    def batch(self, index, generator=None):
-        return self.x[index], self.x[index].sum(1, keepdim=True)
-
-
-class Fit(Task):
-    name = "fit"
-    best = Best("mse", "min")
-
-    def criterion(self, output, targets):
-        return nn.functional.mse_loss(output, targets)
-
-    def metrics(self):
-        return {"mse": MeanSquaredError()}
-
-
-class Linear(nn.Module):
-    """z = W z + x: one equilibrium per sample, J_f = W everywhere."""
-
-    def __init__(self, weight, solver):
-        super().__init__()
-        self.weight = nn.Parameter(weight)
-        self.deq = dk.DEQ(
-            lambda z, x: z @ self.weight.T + x,
-            solver=solver,
-            tol=1e-6,
-            max_iter=60,
-            on_failure="ignore",
-        )
-        self.head = nn.Linear(len(weight), 1).double()
-
-    def forward(self, x):
-        z, sol = self.deq(x)
-        return self.head(z), sol
-
-
-def _weight(rho: float) -> torch.Tensor:
-    # Non-symmetric, with a clear dominant eigenvalue (power iteration converges fast).
-    g = torch.Generator().manual_seed(0)
-    v = torch.eye(6, dtype=torch.float64) + 0.3 * torch.randn(6, 6, generator=g).double()
-    eig = rho * torch.tensor([1.0, -0.6, 0.5, 0.4, -0.3, 0.1], dtype=torch.float64)
-    return v @ torch.diag(eig) @ torch.linalg.inv(v)
-
-
-def _data(n=24):
-    return Vectors(torch.randn(n, 6, generator=torch.Generator().manual_seed(1)).double())
 
 
 OPTIONS = DiagnoseOptions(solvers=("fixed_point",), max_iter=(5, 60), rho_iter=200)
 
 
 def test_contractive_model_is_healthy_and_rho_matches_eigvals(tmp_path):
-    weight = _weight(0.6)
-    report = diagnose(Linear(weight, "fixed_point"), Fit({}), _data(), OPTIONS)
-    dense = torch.linalg.eigvals(weight).abs().max().item()
+    w = weight(0.6)
+    report = diagnose(Linear(w, "fixed_point"), Fit({}), vectors(), OPTIONS)
+    dense = torch.linalg.eigvals(w).abs().max().item()
     assert report["at_budget"]["fwd_converged"] == 1.0
     assert report["at_convergence"]["fwd_converged"] == 1.0
     assert report["sweep"][0]["fwd_converged"] == 0.0  # 5 iterations cannot reach 1e-6
@@ -101,9 +44,9 @@ def test_contractive_model_is_healthy_and_rho_matches_eigvals(tmp_path):
 
 
 def test_non_contractive_model_reports_failure_and_advice():
-    weight = _weight(1.5)
-    report = diagnose(Linear(weight, "fixed_point"), Fit({}), _data(), OPTIONS)
-    dense = torch.linalg.eigvals(weight).abs().max().item()
+    w = weight(1.5)
+    report = diagnose(Linear(w, "fixed_point"), Fit({}), vectors(), OPTIONS)
+    dense = torch.linalg.eigvals(w).abs().max().item()
     assert report["at_budget"]["fwd_converged"] == 0.0
     assert abs(report["spectral_radius"]["median"] - dense) < 1e-3
     verdict = report["verdict"]
