@@ -16,6 +16,7 @@ Two measures, both for CPUs only (on other devices the solvers run plain device 
 
 from __future__ import annotations
 
+import functools
 import threading
 import types
 from collections.abc import Sequence
@@ -31,11 +32,25 @@ from ..core import stop_residual
 __all__ = [
     "bookkeeping",
     "clear_buffer_pool",
+    "float_limits",
     "history_buffer",
     "release",
     "set_buffer_pool_limit",
     "to_host",
 ]
+
+
+@functools.cache
+def float_limits(dtype: np.dtype) -> tuple[float, float]:
+    """``(eps, tiny)`` of a NumPy float dtype, looked up once (``np.finfo`` on every solver step
+    was measurable on small problems).
+
+    >>> float_limits(np.dtype(np.float32))[0] == float(np.finfo(np.float32).eps)
+    True
+    """
+    info = np.finfo(dtype)
+    return float(info.eps), float(info.tiny)
+
 
 _limit = {"bytes": 256 * 2**20}
 _force_device = {"on": False}
@@ -70,7 +85,7 @@ _NUMPY = types.SimpleNamespace(
     isfinite=np.isfinite,
     where=np.where,
     zeros_like=np.zeros_like,
-    floor_tiny=lambda x: np.maximum(x, np.finfo(x.dtype).tiny),
+    floor_tiny=lambda x: np.maximum(x, float_limits(x.dtype)[1]),
     ones_int=lambda n, device: np.ones(n, dtype=np.int64),
     stack=lambda xs: np.stack(xs, axis=1),
     to_device=_numpy_to_device,
@@ -111,18 +126,8 @@ def norms(
             return abs_t, rel_t, _pick(stop_mode, abs_t, rel_t, scale_t)
         abs_res, scale = to_host((abs_t, scale_t))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        rel = abs_res / np.maximum(scale, _tiny(scale.dtype))
+        rel = abs_res / np.maximum(scale, float_limits(scale.dtype)[1])
         return abs_res, rel, _pick(stop_mode, abs_res, rel, scale)
-
-
-_TINY: dict[np.dtype, float] = {}
-
-
-def _tiny(dtype: np.dtype) -> float:
-    """The smallest normal number of a NumPy float dtype, looked up once."""
-    if dtype not in _TINY:
-        _TINY[dtype] = float(np.finfo(dtype).tiny)
-    return _TINY[dtype]
 
 
 def _pick(stop_mode: str, abs_res: Any, rel: Any, scale: Any) -> Any:

@@ -18,7 +18,7 @@ import torch
 
 from ..core.options import BroydenOptions
 from ._buffers import history_buffer, recording, release, write_slot
-from ._cpu import host_side, to_host
+from ._cpu import float_limits, host_side, to_host
 from ._linesearch import bounded_step_search
 from .base import Evaluate, Solver
 
@@ -226,27 +226,16 @@ def _scalars(update: str, dots: list[torch.Tensor], full: bool) -> tuple[Any, li
     return _device_scalars(update, dots, full)
 
 
-_LIMITS: dict[np.dtype, tuple[float, float]] = {}
-
-
-def _limits(dtype: np.dtype) -> tuple[float, float]:
-    """``(eps, tiny)`` of a NumPy float dtype, looked up once."""
-    if dtype not in _LIMITS:
-        info = np.finfo(dtype)
-        _LIMITS[dtype] = float(info.eps), float(info.tiny)
-    return _LIMITS[dtype]
-
-
 def _host_scalars(update: str, host: np.ndarray, full: bool) -> tuple[np.ndarray, list]:
     with np.errstate(all="ignore"):
         if update == "good":
             denom, v_g, dz_norm, dg_norm = host[:4]
-            tiny = _limits(denom.dtype)[0] * dz_norm * dg_norm
+            tiny = float_limits(denom.dtype)[0] * dz_norm * dg_norm
             usable = (np.abs(denom) > tiny) & np.isfinite(denom)
         else:
             dg_norm, v_g = host[:2]
             denom = dg_norm * dg_norm
-            usable = (denom > _limits(denom.dtype)[1]) & np.isfinite(denom)
+            usable = (denom > float_limits(denom.dtype)[1]) & np.isfinite(denom)
         scale = np.where(usable, 1.0 / np.where(usable, denom, 1.0), 0.0)
         coeffs = [scale, np.where(usable, -scale * v_g, 0.0)]
     if full:
