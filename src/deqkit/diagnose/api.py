@@ -146,10 +146,11 @@ def diagnose_checkpoint(
     task = build_task(cfg, data.info)
     if options is None:
         options = DiagnoseOptions(batch_size=cfg.data.eval_batch_size)
-    if not DEQLayers(model):
+    layers = DEQLayers(model)
+    if not layers:
         raise ConfigError(_no_deq_layer(cfg.model["name"], type(model).__name__, path))
     try:
-        check_options(DEQLayers(model), options)
+        check_options(layers, options)
     except ValueError as exc:
         raise ConfigError(f"deqkit diagnose: {exc}") from None
     report = diagnose(model, task, dataset, options)
