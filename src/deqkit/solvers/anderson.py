@@ -140,10 +140,16 @@ def _torch_weights(gram: torch.Tensor, newest: int, lam: float) -> torch.Tensor:
     eye = torch.eye(k, dtype=work.dtype, device=work.device)
     system = work + (lam * scale)[:, None, None] * eye
     ones = torch.ones(work.shape[0], k, 1, dtype=work.dtype, device=work.device)
-    y, info = torch.linalg.solve_ex(system, ones)
+    with torch.no_grad():  # which samples' systems give finite weights
+        y, info = torch.linalg.solve_ex(system, ones)
+        ok = (info == 0) & torch.isfinite(y / y.sum(dim=1, keepdim=True)).squeeze(2).all(dim=1)
+    if system.requires_grad:
+        # Solve again on the graph with the failing samples' systems replaced by I: an Inf in the
+        # branch torch.where discards would still reach the gradient as 0 · Inf = NaN (a history
+        # of exactly zero residuals, i.e. exact convergence, under the unrolled backward).
+        y = torch.linalg.solve(torch.where(ok[:, None, None], system, eye), ones)
     alpha = y.squeeze(2)
     alpha = alpha / alpha.sum(dim=1, keepdim=True)
-    ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
     fallback = torch.zeros_like(alpha)
     fallback[:, newest] = 1.0
     return torch.where(ok[:, None], alpha, fallback).to(gram.dtype)
