@@ -277,6 +277,12 @@ _FAST = {
     "irnn-root-digits": ["model.hidden=8", "deq.max_iter=3", "data.eval_batch_size=512"],
     "irnn-root-permuted-digits": ["model.hidden=8", "deq.max_iter=3", "data.eval_batch_size=512"],
     "irnn-block-digits": ["model.width=8", "deq.max_iter=3", "data.eval_batch_size=512"],
+    "irnn-root-gunpoint": [
+        "model.hidden=8",
+        "deq.max_iter=3",
+        "data.max_train=16",
+        "data.max_test=16",
+    ],
 }
 
 
