@@ -210,7 +210,7 @@ class _ImplicitNode(torch.autograd.Function):
         ctx.context = context
         fz, context.fz = context.fz, None
         ctx.save_for_backward(fz)  # freed by a backward without retain_graph
-        return fz.detach().clone()
+        return context.z_leaf.detach().clone()  # z* itself: the state the solution describes
 
     @staticmethod
     def backward(ctx, grad):

@@ -122,8 +122,8 @@ class Implicit(ImplicitOptions, Backward):
         start = next_sequence_nr()
         with CutHistory(start) as cut:  # f's own graph: older non-leaf inputs as detached copies
             fz = f(z_leaf)
-        if not fz.requires_grad:
-            return fz
+        if not fz.requires_grad:  # nothing to differentiate (forward-mode tangents are kept)
+            return valued_at(z_star, fz)
         found = graph_leaves(fz, z_leaf, start)
         if found and forward_ad.unpack_dual(fz).tangent is None:
             # A node: the adjoint's VJPs walk f's graph alone, not the copies' history (which
@@ -169,7 +169,18 @@ class Implicit(ImplicitOptions, Backward):
         # re-enter the hook, which keeps the layer re-entrant (two calls per forward work).
         out = fz.view_as(fz)
         out.register_hook(adjoint)
-        return out
+        return valued_at(z_leaf, out)
+
+
+def valued_at(z_star: torch.Tensor, fz: torch.Tensor) -> torch.Tensor:
+    """``fz``'s gradient path with ``z_star``'s value (exactly: ``fz − fz`` is 0), so that the
+    returned state is the one the solver's status and residuals describe, not one more step.
+
+    >>> z, fz = torch.ones(2), torch.full((2,), 3.0, requires_grad=True)
+    >>> valued_at(z, fz).tolist(), valued_at(z, fz).requires_grad
+    ([1.0, 1.0], True)
+    """
+    return z_star.detach() + (fz - fz.detach())
 
 
 def refuse_create_graph(name: str, why: str = "") -> None:

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import torch
 
-from .backward import Backward, refuse_create_graph
+from .backward import Backward, refuse_create_graph, valued_at
 from .core import ShineOptions
 from .solvers import BroydenState
 
@@ -60,8 +60,8 @@ class Shine(ShineOptions, Backward):
             )
         z_leaf = z_star.detach().requires_grad_()
         fz = f(z_leaf)
-        if not fz.requires_grad:
-            return fz
+        if not fz.requires_grad:  # nothing to differentiate (forward-mode tangents are kept)
+            return valued_at(z_star, fz)
 
         def adjoint(grad: torch.Tensor | None) -> torch.Tensor | None:
             if grad is None:
@@ -77,4 +77,4 @@ class Shine(ShineOptions, Backward):
         # As in Implicit: the hook sits on an alias so refinement VJPs never re-enter it.
         out = fz.view_as(fz)
         out.register_hook(adjoint)
-        return out
+        return valued_at(z_leaf, out)
