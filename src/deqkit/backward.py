@@ -4,8 +4,9 @@ Each strategy is a small frozen dataclass of its options with one method, ``atta
 the detached solution z* of the forward solve and returns a tensor equal (or close) to z* that
 carries the gradient:
 
-* :class:`Implicit` -- the implicit function theorem. The output is f(z*) evaluated with autograd
-  on; a hook on it replaces the incoming gradient g by the solution u of the adjoint fixed point
+* :class:`Implicit` -- the implicit function theorem. The output has z*'s value and f(z*)'s
+  gradient path (f evaluated once with autograd on); a hook replaces the incoming gradient g by
+  the solution u of the adjoint fixed point
   u = g + Jᵀu (J = ∂f/∂z at z*), solved matrix-free with vector–Jacobian products and any solver.
   Then u flows into f's parameters and inputs: exact gradients, memory of one f call.
 * :class:`Phantom` -- k damped steps z ← (1 − τ)z + τf(z) from z*, differentiated explicitly
