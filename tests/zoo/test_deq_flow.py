@@ -4,6 +4,7 @@ warm starts, the task, and each recipe for 3 steps through the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 import deqkit as dk
 from deqkit.data.flow_io import write_flo
+from deqkit.train.task import DEQTerms
 from deqkit.zoo.deq_flow import DEQFlow, FlowConfig, OpticalFlow
 from deqkit.zoo.deq_flow.blocks import convex_upsample
 from deqkit.zoo.deq_flow.corr import corr_lookup, corr_pyramid, pixel_grid
@@ -185,6 +187,69 @@ def test_task_loss_masks_and_cuts_and_metrics_count_valid_pixels():
     assert values["f1_all"] == pytest.approx(100 / 3)
     picture = task.pictures((torch.rand(1, 3, 2, 2), None), (flow, valid), pred)["flow"]
     assert picture.shape == (2, 4 * 2 + 3 * 2, 3) and 0 <= picture.min() <= picture.max() <= 1
+
+
+def test_a_damped_flow_step_keeps_the_fixed_point_and_rejects_bad_values():
+    a, b = torch.rand(1, 3, 16, 16, dtype=F64), torch.rand(1, 3, 16, 16, dtype=F64)
+    flows = {}
+    for step in (1.0, 0.5):
+        model = _tiny_model(True, "one_step")
+        model.deq.cell.cfg = dataclasses.replace(model.config, flow_step=step)
+        with torch.no_grad():
+            flows[step], sol = model(a, b)
+        assert bool(sol.converged.all())
+    assert torch.allclose(flows[1.0], flows[0.5], atol=1e-8)
+    for bad in (0.0, 1.5, True):
+        with pytest.raises((ValueError, TypeError), match="flow_step"):
+            FlowConfig(**TINY, flow_step=bad)
+
+
+def test_flow_residual_penalty_is_the_flow_update_at_the_state_and_trains_it_down():
+    torch.manual_seed(0)
+    model = DEQFlow(FlowConfig(**TINY), max_iter=3, on_failure="ignore")
+    task = OpticalFlow({}, residual_weight=2.0)
+    a, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    targets = (torch.zeros(2, 2, 16, 16), torch.ones(2, 16, 16, dtype=torch.bool))
+    output, sol = task.forward(model.train(), (a, b))
+    x = model.encode(a, b)
+    with dk.cached_weights(model.deq.cell):
+        _, moved = model.deq.cell(sol.z, x)
+    expected = 4 * (moved - sol.z[1]).abs().mean()  # downsample 4: full-resolution pixels
+    assert sol.aux.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss = task.loss(output, targets, sol, DEQTerms())
+    plain = task.criterion(output, targets)
+    assert loss.total.item() == pytest.approx(plain.item() + 2.0 * sol.aux.item(), rel=1e-5)
+    assert "flow_residual" in loss.terms
+    # Descending on the penalty alone lowers it.
+    opt = torch.optim.SGD(model.deq.cell.parameters(), lr=0.01)
+    before = sol.aux.item()
+    for _ in range(5):
+        _, sol = model(a, b, flow_residual=True)
+        opt.zero_grad()
+        sol.aux.backward()
+        opt.step()
+    assert model(a, b, flow_residual=True)[1].aux.item() < 0.5 * before
+    with torch.no_grad():  # evaluation: no penalty computed
+        assert task.forward(model.eval(), (a, b))[1].aux is None
+    with pytest.raises(ValueError, match="unroll"):
+        DEQFlow(FlowConfig(**TINY, unroll=2))(a, b, flow_residual=True)
+    with pytest.raises(ValueError, match="residual_weight"):
+        OpticalFlow({}, residual_weight=-1.0)
+
+
+def test_warm_rows_measure_the_distance_to_the_cold_solve():
+    from deqkit.zoo.deq_flow.experiments import warm_rows
+
+    torch.manual_seed(0)
+    model = DEQFlow(FlowConfig(**TINY), max_iter=4, on_failure="ignore").eval()
+    rows = warm_rows(model, sequences=1, frames=3, size=(32, 48), budgets=(2,), tol=1e-3,
+                     stop_mode="abs", starts=("cold", "warm", "warm_flow"))  # fmt: skip
+    assert [r["start"] for r in rows] == ["cold", "warm", "warm_flow"]
+    assert rows[0]["to_cold"] == 0.0 and all(r["init_to_cold"] > 0 for r in rows[1:])
+    assert all(r["tol"] == 1e-3 and r["stop_mode"] == "abs" for r in rows)
+    assert model.deq.tol != 1e-3  # restored
+    with pytest.raises(ValueError, match="starts"):
+        warm_rows(model, sequences=1, frames=3, size=(32, 48), starts=("warm",))
 
 
 def _three_steps(out, recipe, overrides):

@@ -29,8 +29,8 @@ import deqkit as dk
 from .metrics import end_point_error
 from .model import DEQFlow, FlowConfig
 
-__all__ = ["load_flow_model", "main", "memory_rows", "picture", "saved_bytes", "warm_rows",
-           "zero_rows"]  # fmt: skip
+__all__ = ["STARTS", "load_flow_model", "main", "memory_rows", "picture", "saved_bytes",
+           "warm_rows", "zero_rows"]  # fmt: skip
 
 
 def load_flow_model(path: str) -> tuple[DEQFlow, dict]:
@@ -72,40 +72,86 @@ def zero_rows(size: tuple[int, int], test_pairs: int = 64) -> list[dict]:
     return rows
 
 
+#: Warm-start modes: from zeros, from the previous pair's (h, flow), or its flow with h = 0.
+STARTS = ("cold", "warm", "warm_flow")
+
+
+def _start(mode: str, z):
+    if mode == "cold" or z is None:
+        return None
+    if mode == "warm":
+        return z
+    return torch.zeros_like(z[0]), z[1]
+
+
+def _coarse_distance(a: torch.Tensor, b: torch.Tensor, factor: int) -> float:
+    """Mean length of a - b over the 1/factor grid, in full-resolution pixels."""
+    return float(factor * (a - b).square().sum(1).sqrt().mean())
+
+
 def warm_rows(model: DEQFlow, sequences: int = 4, frames: int = 8, size=(64, 96),
-              budgets=(2, 4, 6, 8, 12, 16, 24), seed: int = 0) -> list[dict]:  # fmt: skip
-    """Cold vs warm starts on smooth sequences (held-out photographs): per budget, EPE and
-    converged share; plus the mean iterations to the tolerance at the largest budget. The
-    first pair of each sequence has no predecessor and is left out of both."""
+              budgets=(2, 4, 6, 8, 12, 16, 24), seed: int = 0, tol: float | None = None,
+              stop_mode: str | None = None, starts=("cold", "warm")) -> list[dict]:  # fmt: skip
+    """Cold vs warm starts on smooth sequences (held-out photographs): per budget and start,
+    EPE, converged share and mean iterations used, at the model's tolerance or ``tol`` /
+    ``stop_mode``. A warm start (``STARTS``) begins from the previous pair's solution. The
+    first pair of each sequence has no predecessor and is left out. Each row also gives
+    ``to_cold``, the mean distance (px) of its final 1/4-grid flow to the cold solve's at the
+    same budget, and for warm starts ``init_to_cold``, the distance of its initial flow.
+
+    >>> cfg = FlowConfig(hidden=8, context=8, feature_dim=16, encoder_widths=(8, 8, 16),
+    ...                  corr_dim=8, flow_dim=8, motion_dim=16, head_dim=16)
+    >>> rows = warm_rows(DEQFlow(cfg, max_iter=3, on_failure="ignore").eval(), sequences=1,
+    ...                  frames=3, size=(32, 48), budgets=(3,), tol=1e-3)
+    >>> [r["start"] for r in rows], rows[0]["to_cold"], rows[1]["init_to_cold"] > 0
+    (['cold', 'warm'], 0.0, True)
+    """
     from deqkit.data.flow_synthetic import heldout_photos, smooth_sequence
 
+    unknown = sorted(set(starts) - set(STARTS))
+    if unknown or "cold" not in starts:
+        raise ValueError(f"starts must include 'cold' and be among {STARTS}, got {starts}")
     g = torch.Generator().manual_seed(seed)
     photos = heldout_photos()
     seqs = [smooth_sequence(photos[i % len(photos)], size, frames, g) for i in range(sequences)]
-    deq, rows = model.deq, []
-    saved = deq.eval_max_iter
+    deq, rows, factor = model.deq, [], model.config.downsample
+    saved = deq.eval_max_iter, deq.tol, deq.stop_mode
+    deq.tol = deq.tol if tol is None else float(tol)
+    deq.stop_mode = deq.stop_mode if stop_mode is None else stop_mode
     try:
         for budget in budgets:
             deq.eval_max_iter = budget
-            for mode in ("cold", "warm"):
+            cold: dict[tuple[int, int], torch.Tensor] = {}
+            for mode in ["cold", *[s for s in starts if s != "cold"]]:
                 total = count = steps = converged = pairs = 0
-                for seq in seqs:
+                to_cold = init_to_cold = 0.0
+                for i, seq in enumerate(seqs):
                     z = None
                     for t in range(frames - 1):
                         a, b = seq["images"][t : t + 1], seq["images"][t + 1 : t + 2]
+                        z0 = _start(mode, z)
                         with torch.no_grad():
-                            flow, sol = model(a, b, z0=z if mode == "warm" else None)
+                            flow, sol = model(a, b, z0=z0)
                         flow, z = flow[-1] if isinstance(flow, list) else flow, sol.z
                         if t == 0:
                             continue
+                        if mode == "cold":
+                            cold[i, t] = z[1]
+                        else:
+                            to_cold += _coarse_distance(z[1], cold[i, t], factor)
+                            init_to_cold += _coarse_distance(z0[1], cold[i, t], factor)
                         e, n = _epe(flow, seq["flows"][t : t + 1], seq["valid"][t : t + 1])
                         total, count, pairs = total + e, count + n, pairs + 1
                         steps += int(sol.nstep.sum())
                         converged += int(sol.converged.sum())
-                row = {"budget": budget, "start": mode, "epe": total / count}
-                rows.append({**row, "iterations": steps / pairs, "converged": converged / pairs})
+                row = {"budget": budget, "tol": deq.tol, "stop_mode": deq.stop_mode,
+                       "start": mode, "epe": total / count, "iterations": steps / pairs,
+                       "converged": converged / pairs, "to_cold": to_cold / pairs}  # fmt: skip
+                if mode != "cold":
+                    row["init_to_cold"] = init_to_cold / pairs
+                rows.append(row)
     finally:
-        deq.eval_max_iter = saved
+        deq.eval_max_iter, deq.tol, deq.stop_mode = saved
     return rows
 
 
@@ -215,6 +261,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     w.add_argument("run")
     w.add_argument("--sequences", type=int, default=4)
     w.add_argument("--frames", type=int, default=8)
+    w.add_argument("--budgets", default="2,4,6,8,12,16,24")
+    w.add_argument("--tol", type=float, help="solver tolerance (default: the run's)")
+    w.add_argument("--stop-mode", choices=["rel", "abs"], help="default: the run's")
+    w.add_argument("--starts", default="cold,warm", help=f"comma-separated among {STARTS}")
     m = sub.add_parser("memory", help="activation memory against the forward budget")
     m.add_argument("--budgets", default="4,8,16,32")
     q = sub.add_parser("picture", help="colour-wheel picture of the first test pair")
@@ -232,7 +282,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     elif args.command == "warm":
         model, state = load_flow_model(args.run)
         size = tuple(state["data_info"]["image_size"])
-        rows = warm_rows(model, args.sequences, args.frames, size)
+        budgets = tuple(int(v) for v in args.budgets.split(","))
+        starts = tuple(args.starts.split(","))
+        try:
+            rows = warm_rows(model, args.sequences, args.frames, size, budgets, tol=args.tol,
+                             stop_mode=args.stop_mode, starts=starts)  # fmt: skip
+        except ValueError as exc:
+            p.error(str(exc))
     elif args.command == "picture":
         model, state = load_flow_model(args.run)
         rows = picture(model, args.test_set, tuple(state["data_info"]["image_size"]), args.png)

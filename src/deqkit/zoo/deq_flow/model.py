@@ -62,6 +62,8 @@ class FlowConfig:
         detach_flow: stop the gradient through the flow input of f (see the module docstring).
         unroll: 0 for the DEQ; K > 0 applies the same update block K times explicitly and
             returns all K predictions (RAFT, trained with the sequence loss).
+        flow_step: α in the flow update c' = c + α·Δ (1: RAFT). Any α > 0 has the same fixed
+            points; α < 1 damps the flow coordinate, an integrator of Δ.
     """
 
     hidden: int = 32
@@ -80,6 +82,7 @@ class FlowConfig:
     weight_norm: bool = True
     detach_flow: bool = True
     unroll: int = 0
+    flow_step: float = 1.0
 
     def __post_init__(self):
         widths = self.encoder_widths
@@ -92,6 +95,12 @@ class FlowConfig:
                 raise TypeError(f"FlowConfig.{f.name} must be an int, got {value!r}")
             if f.type == "bool" and not isinstance(value, bool):
                 raise TypeError(f"FlowConfig.{f.name} must be a bool, got {value!r}")
+            if f.type == "float" and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
+                raise TypeError(f"FlowConfig.{f.name} must be a number, got {value!r}")
+        if not 0 < self.flow_step <= 1:
+            raise ValueError(f"FlowConfig.flow_step must be in (0, 1], got {self.flow_step!r}")
         small = [
             f.name
             for f in dataclasses.fields(self)
@@ -146,7 +155,7 @@ class FlowCell(nn.Module):
         coords = pixel_grid(b, h, w, like=flow) + flow
         motion = self.motion(flow, corr_lookup(pyramid, coords, self.cfg.corr_radius))
         hidden = self.gru(hidden, torch.cat([context, motion], 1))
-        return hidden, flow + self.head(hidden)
+        return hidden, flow + self.cfg.flow_step * self.head(hidden)
 
 
 class DEQFlow(nn.Module):
@@ -154,7 +163,9 @@ class DEQFlow(nn.Module):
     [0, 1] with H, W multiples of ``downsample``. ``flow`` is (B, 2, H, W), or a list with one
     prediction per sampled state (``n_states`` > 1, fixed-point correction) or per unrolled step.
     ``z0`` warm-starts the solve from a previous (h, flow), e.g. the previous frame's
-    ``solution.z``. The unrolled baseline returns ``solution = None``.
+    ``solution.z``. The unrolled baseline returns ``solution = None``. With
+    ``flow_residual=True`` (training with ``task.residual_weight``), ``solution.aux`` holds
+    :meth:`flow_residual` at the returned state.
 
     Args:
         config: a :class:`FlowConfig`.
@@ -197,13 +208,28 @@ class DEQFlow(nn.Module):
                 states.append(z)
         return states
 
-    def forward(self, image1: torch.Tensor, image2: torch.Tensor, z0=None):
+    def flow_residual(self, x, z) -> torch.Tensor:
+        """Mean |Δ| of f at the state z held fixed (detached), in full-resolution pixels: the
+        flow part of the fixed-point residual, differentiable in the parameters only. A penalty
+        on it (``task.residual_weight``) asks for Δ = 0 at the solver's answer."""
+        hidden, flow = (t.detach() for t in z)
+        cell = self.deq.cell
+        with dk.cached_weights(cell):
+            _, moved = cell((hidden, flow), x)
+        return (moved - flow).abs().mean() * (self.config.downsample / self.config.flow_step)
+
+    def forward(self, image1: torch.Tensor, image2: torch.Tensor, z0=None,
+                flow_residual: bool = False):  # fmt: skip
         x = self.encode(image1, image2)
         if self.config.unroll:
+            if flow_residual:
+                raise ValueError("the flow residual penalty needs the DEQ (model.unroll: 0)")
             states, sol = self.unrolled(x, self.config.unroll, z0), None
         else:
             z, sol = self.deq(x, z0=z0)
             states = sol.outputs.states if self.deq.n_states > 1 else None
             states = states or [z]
+            if flow_residual:
+                sol = dataclasses.replace(sol, aux=self.flow_residual(x, z))
         flows = [self.upsample(h, flow) for h, flow in states]
         return (flows if len(flows) > 1 else flows[0]), sol

@@ -32,22 +32,39 @@ class OpticalFlow(Task):
         data_info: the dataset's info.
         max_flow: pixels whose ground-truth flow is this long or longer are left out of the
             loss (RAFT's cut, 400 px).
+        residual_weight: weight of the flow-residual penalty, the mean |Δ| of f at the
+            returned state in pixels (:meth:`DEQFlow.flow_residual`), added in training and
+            logged as ``flow_residual`` (0: off, the recipes' setting).
     """
 
     name = "optical_flow"
     best = Best("epe", "min")
 
-    def __init__(self, data_info: Mapping[str, Any], max_flow: float = 400.0):
+    def __init__(self, data_info: Mapping[str, Any], max_flow: float = 400.0,
+                 residual_weight: float = 0.0):  # fmt: skip
         super().__init__(data_info)
-        if isinstance(max_flow, bool) or not isinstance(max_flow, (int, float)) or max_flow <= 0:
-            raise ValueError(f"max_flow must be a positive number, got {max_flow!r}")
-        self.max_flow = float(max_flow)
+        for key, value in (("max_flow", max_flow), ("residual_weight", residual_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{key} must be a non-negative number, got {value!r}")
+        if max_flow == 0:
+            raise ValueError("max_flow must be a positive number, got 0")
+        self.max_flow, self.residual_weight = float(max_flow), float(residual_weight)
 
     def split(self, batch):
         return (batch["image1"], batch["image2"]), (batch["flow"], batch["valid"])
 
     def forward(self, model, inputs):
+        if self.residual_weight and model.training and torch.is_grad_enabled():
+            return model(*inputs, flow_residual=True)
         return model(*inputs)
+
+    def loss(self, output, targets, sol, terms):
+        loss = super().loss(output, targets, sol, terms)
+        residual = None if sol is None else sol.aux
+        if self.residual_weight and isinstance(residual, torch.Tensor):
+            loss.terms["flow_residual"] = residual
+            loss.total = loss.total + self.residual_weight * residual
+        return loss
 
     def criterion(self, output, targets):
         flow, valid = targets
