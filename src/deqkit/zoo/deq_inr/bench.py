@@ -2,10 +2,11 @@
 
 ``python -m deqkit.zoo.deq_inr.bench quality`` (and ``amortize``, ``generalize``, ``nonorm``)
 fits the models of one claim with :func:`~.fit.fit` and prints a Markdown table: parameters,
-PSNR/SSIM, training time per step, f applications per step, autograd memory of a training step,
-and, for every DEQ, the convergence of the test-time solve from zeros (fraction of coordinates
-within tolerance, iterations, largest residual, status). Seeds are fixed; times are wall clock
-on whatever machine runs it.
+PSNR/SSIM, training time per step (wall and CPU), f applications per step, autograd memory of
+a training step, and, for every DEQ, the convergence of the test-time solve from zeros
+(fraction of coordinates within tolerance, iterations, largest residual, status). Seeds are
+fixed; "s/step" is wall clock on whatever machine runs it, "CPU s/step" this process's CPU
+time (load-independent on a shared machine; one thread by default).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ __all__ = ["CLAIMS", "main", "run_claim"]
 CLAIMS = ("quality", "amortize", "generalize", "nonorm")
 
 _HEADER = (
-    "| model | params | train PSNR | test PSNR | SSIM | s/step | f/step | saved MB | "
+    "| model | params | train PSNR | test PSNR | SSIM | s/step | CPU s/step | f/step | saved MB | "
     "test solve: converged, iters mean/max, max residual, status |\n"
-    "|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -55,7 +56,8 @@ def _variants(claim: str, args) -> list[tuple[str, dict, dict | None]]:
         # (Implicit)^2's explicit baselines carry the same spectral norm as its DEQs.
         normed = ("explicit MFN + spectral norm", {**base, "explicit": True}, None)
         explicit = [normed] if args.explicit_norm == "spectral" else [*explicit, normed]
-    amortised = {**base, "amortize_steps": args.amortize_steps}
+    amortised = {**base, "amortize_steps": args.amortize_steps,
+                 "amortize_neumann": args.amortize_neumann}  # fmt: skip
     deq = ("DEQ-MFN amortised", amortised, _deq_options(args))
     if claim in ("quality", "generalize"):
         rows = [*explicit, deq]
@@ -80,7 +82,8 @@ def _row(name: str, params: int, result, saved: int) -> str:
         )
     return (
         f"| {name} | {params} | {result.train['psnr']:.2f} | {t['psnr']:.2f} | {ssim} | "
-        f"{result.seconds_per_step:.3f} | {result.f_per_step:.2f} (first {result.f_first_step}) | "
+        f"{result.seconds_per_step:.3f} | {result.cpu_per_step:.3f} | "
+        f"{result.f_per_step:.2f} (first {result.f_first_step}) | "
         f"{saved / 2**20:.1f} | {solve} |"
     )
 
@@ -124,6 +127,11 @@ def run_claim(claim: str, args) -> tuple[str, list[dict]]:
         f"{args.signal} {args.resolution}x{args.resolution} ({split} split), {args.filter} "
         f"{args.layers}L-{args.width}D, input scale {_input_scale(claim, args):g}, "
         + (f"{args.amortize_steps} f per amortised step, " if args.amortize_steps != 1 else "")
+        + (
+            f"amortised gradient I + {args.amortize_neumann} Jᵀ term(s), "
+            if args.amortize_neumann
+            else ""
+        )
         + (f"spectral norm {args.norm_mode}ed, " if args.norm_mode != "scale" else "")
         + f"{args.steps} full-batch Adam steps, lr {args.lr}, "
         f"Picard tol {args.tol} (rel) max {args.max_iter}, seed {args.seed}"
@@ -155,6 +163,12 @@ def main(argv: list[str] | None = None) -> None:
         help="spectral norm = target (scale) or <= target (clamp, as ImpSq)",
     )
     parser.add_argument("--amortize-steps", type=int, default=1, help="f per amortised step")
+    parser.add_argument(
+        "--amortize-neumann",
+        type=int,
+        default=0,
+        help="Jᵀ terms in the amortised step's gradient (1: ImpSq's one-step I + Jᵀ; 0: I)",
+    )
     parser.add_argument(
         "--explicit-norm",
         choices=("none", "spectral", "both"),

@@ -126,6 +126,7 @@ class FitResult:
     seconds: float
     seconds_per_step: float
     f_per_step: float
+    cpu_per_step: float
     f_first_step: int
     train: dict
     test: dict
@@ -156,7 +157,9 @@ def fit(
         A :class:`FitResult`. ``f_per_step`` is the mean number of f applications (forward and
         backward re-evaluations; adjoint vector–Jacobian products not included) over the steps
         after the first; ``seconds_per_step`` is the median wall time of those steps (robust to
-        other processes sharing the CPU); ``seconds`` is the total, first step included.
+        other processes sharing the CPU), ``cpu_per_step`` their median CPU time of this process
+        (``time.process_time``: what a step costs whatever the machine's load, all threads
+        summed); ``seconds`` is the total wall time, first step included.
 
     >>> from deqkit.data.signals import load_signal
     >>> from deqkit.zoo.deq_inr.model import DEQINR, INRConfig
@@ -172,17 +175,18 @@ def fit(
     index = torch.arange(len(signal.train_index))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
-    times, fcalls, history = [], [], []
+    times, cpu_times, fcalls, history = [], [], [], []
     try:
         for step in range(steps):
             calls[0] = 0
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             pred, sol = model(coords, index)
             loss = torch.nn.functional.mse_loss(pred, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
             fcalls.append(calls[0])
             if log_every and (step % log_every == 0 or step == steps - 1):
                 record = {
@@ -204,6 +208,7 @@ def fit(
         seconds=sum(times),
         seconds_per_step=statistics.median(times[later]),
         f_per_step=sum(fcalls[later]) / len(fcalls[later]),
+        cpu_per_step=statistics.median(cpu_times[later]),
         f_first_step=fcalls[0],
         train=evaluate(model, signal, signal.train_index),
         test=evaluate(model, signal, signal.test_index),

@@ -7,6 +7,8 @@ is the whole data set, so every coordinate comes back at every step; its last st
 state, a training step does not solve: it applies f ``amortize_steps`` times to the cached state
 (differentiated through, i.e. the Jacobian-free one-step gradient for one step) and writes the
 result back, so training costs about one f per step and the state tracks the moving fixed point.
+With ``amortize_neumann: 1`` that one application gets (Implicit)²'s one-step gradient I + Jᵀ
+(:mod:`.amortize`) instead of the Jacobian-free I.
 Steps that solve (the first, or all with ``amortize=False``) use the DEQ's configured backward
 (one-step, phantom or implicit). Evaluation always solves from zeros, so the reported residual
 and iterations are those of a genuine solve, separate from the (non-equilibrium) training state.
@@ -23,6 +25,7 @@ from torch import nn
 
 import deqkit as dk
 
+from .amortize import neumann_step
 from .cell import MFNCell
 from .clamp import apply_clamped_spectral_norm
 from .filters import FILTERS, FilterBank
@@ -63,6 +66,10 @@ class INRConfig:
         power_iterations: power-iteration steps per weight evaluation (5 in the paper).
         amortize: reuse each coordinate's cached state across training steps (DEQ only).
         amortize_steps: f applications per amortised training step.
+        amortize_neumann: k ≥ 1 gives the (single) amortised application the gradient
+            u + Jᵀu + … + (Jᵀ)ᵏu, k = 1 being (Implicit)²'s one-step backward
+            (:mod:`.amortize`, k vector–Jacobian products per step); 0 (default) the
+            Jacobian-free gradient of the ``amortize_steps`` unrolled applications.
 
     >>> INRConfig(width=32).layers
     1
@@ -84,6 +91,7 @@ class INRConfig:
     power_iterations: int = 5
     amortize: bool = True
     amortize_steps: int = 1
+    amortize_neumann: int = 0
 
     def __post_init__(self):
         if self.filter not in FILTERS:
@@ -103,6 +111,12 @@ class INRConfig:
             object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("explicit", "spectral_norm", "amortize"):
             _check(name, getattr(self, name), bool)
+        _check("amortize_neumann", self.amortize_neumann, int, 0)
+        if self.amortize_neumann and self.amortize_steps != 1:
+            raise ValueError(
+                "INRConfig.amortize_neumann needs amortize_steps: 1 (it shapes the gradient of "
+                f"one application), got amortize_steps={self.amortize_steps}"
+            )
 
     @classmethod
     def from_dict(cls, options: dict) -> INRConfig:
@@ -221,7 +235,14 @@ class DEQINR(_MFNParts):
             z, sol = self.deq(g)
             return self.readout(z), sol
         z0 = self.cache.get(index, default=self.cell.initial_state(g))
-        if self.config.amortize and len(self.cache) == self.cache.size:
+        amortized = self.config.amortize and len(self.cache) == self.cache.size
+        if amortized and self.config.amortize_neumann:
+            # (Implicit)²'s one-step backward on the cached states: one f, gradient (I + Jᵀ + …).
+            z, sol = neumann_step(
+                self.cell, z0, g, terms=self.config.amortize_neumann, tol=self.deq.tol,
+                stop_mode=self.deq.stop_mode,
+            )  # fmt: skip
+        elif amortized:
             # The DEQ's weight-tied unroll from the cached states: amortize_steps applications
             # of f, differentiated through, no solve.
             previous = self.deq.pretrain_steps  # the trainer's own unrolled pretraining, if any
