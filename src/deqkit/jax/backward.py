@@ -149,8 +149,7 @@ def _linear_solve(opts: Implicit, on_failure: str, what: str):
             )
 
         sol = run(b)
-        report_failure(sol, on_failure, what)
-        return sol.z
+        return report_failure(sol, on_failure, what, sol.z)
 
     return solve
 

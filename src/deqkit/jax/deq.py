@@ -152,7 +152,7 @@ def solve(
         stop_scope: "sample" (each sample stops at tol and is frozen; f must not couple
             samples) or "batch" (all samples iterate until every one reaches tol).
         on_failure: "warn", "raise" or "ignore" when not converged (under ``jax.jit`` the
-            policy runs on the host through ``jax.debug.callback``).
+            policy runs on the host, only for a failed solve, when the returned z is used).
         trace: record per-iteration residuals in ``Solution.trace`` (B, max_iter).
         divergence_ratio: stop a sample as DIVERGED once its residual exceeds this many times
             its first residual.
@@ -187,8 +187,7 @@ def solve(
         trace=trace,
         divergence_ratio=divergence_ratio,
     )
-    report_failure(sol, on_failure, "forward solve")
-    z = spec.unflatten(sol.z)
+    z = spec.unflatten(report_failure(sol, on_failure, "forward solve", sol.z))
     aux = jax.lax.stop_gradient(_aux_pair(f(z))[1]) if has_aux else None
     return dataclasses.replace(sol, z=z, aux=aux)
 
@@ -255,9 +254,10 @@ def fixed_point(
         divergence_ratio=divergence_ratio,
         unroll=unroll,
     )
-    z = strategy.attach(fn, sol.z, consts, on_failure)
+    # The failure report is tied to z* before the backward sees it, so it runs whenever the
+    # value or the gradient uses z*.
+    z_found = report_failure(jax.lax.stop_gradient(sol), on_failure, "forward solve", sol.z)
+    z = spec.unflatten(strategy.attach(fn, z_found, consts, on_failure))
     sol = jax.lax.stop_gradient(sol)
-    report_failure(sol, on_failure, "forward solve")
-    z = spec.unflatten(z)
     aux = _aux_pair(f(z))[1] if has_aux else None
     return z, dataclasses.replace(sol, z=spec.unflatten(sol.z), aux=aux)
