@@ -70,16 +70,18 @@ def iterate_batch(
         k = c["k"] + 1
         abs_n, scale_n, res_n = residuals(z_new, fz_new)
         finite = jnp.isfinite(abs_n)
-        all_finite = jnp.all(finite)
         diverged = finite & (abs_n > diverge_at)
-        better = all_finite & (jnp.max(res_n) < c["worst"])
+        # Two reductions per iteration: the worst residual, NaN when any sample is NaN/Inf
+        # (max propagates NaN), and whether any sample diverged.
+        worst = jnp.max(jnp.where(finite, res_n, jnp.nan))
+        better = worst < c["worst"]
         best = jax.tree.map(
             lambda new, old: jnp.where(better, new, old), (z_new, abs_n, scale_n, res_n), c["best"]
         )
         out = dict(c, k=k, z=z_new, fz=fz_new, memory=memory, best=best, nfev=c["nfev"] + nfev)
-        out["worst"] = jnp.where(better, jnp.max(res_n), c["worst"])
+        out["worst"] = jnp.where(better, worst, c["worst"])
         out["nonfinite"], out["diverged"] = ~finite, diverged
-        out["done"] = ~all_finite | jnp.any(diverged) | jnp.all(res_n <= tol)
+        out["done"] = jnp.isnan(worst) | jnp.any(diverged) | (worst <= tol)
         if trace:
             hist = c["history"]
             out["history"] = hist.at[:, k - 1].set(jnp.where(finite, res_n, hist[:, k - 2]))

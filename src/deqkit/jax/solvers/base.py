@@ -151,6 +151,10 @@ def iterate(
     return _iterate_samples(solver, fn, z0, **options)
 
 
+#: Bits of the per-sample stop word of the sample loop (0: still iterating).
+_CONVERGED, _NONFINITE, _DIVERGED = 1, 2, 4
+
+
 def _iterate_samples(
     solver, fn, z0, *, tol, max_iter, stop_mode, trace, divergence_ratio, unroll, keep_state
 ) -> Solution:
@@ -160,35 +164,35 @@ def _iterate_samples(
     abs_r, scale, res = measure(z, fz, stop_mode)
     finite = jnp.isfinite(abs_r)
     diverge_at = divergence_ratio * jnp.maximum(abs_r, jnp.finfo(abs_r.dtype).tiny)
-    converged = finite & (res <= tol)
     history = None
     if trace:
         history = jnp.full((batch, max_iter), jnp.nan, res.dtype).at[:, 0].set(res)
+    one = jnp.asarray(1, jnp.int32)
+    # The loop state is kept small (each piece is work in every iteration): one int8 stop word
+    # per sample instead of four flags, the iteration at which each sample last improved instead
+    # of a per-iteration reduction; the stop test of the loop is its only reduction.
     carry = {
-        "k": jnp.asarray(1, jnp.int32),
+        "k": one,
         "z": z,
         "fz": fz,
         "memory": solver.init(z, fz),
         # Each stopped sample's frozen iterate: f sees it in place of the solver's proposals.
         "hold": z,
         "best": (z, abs_r, scale, res),
+        "best_k": jnp.ones(batch, jnp.int32),
         "nstep": jnp.ones(batch, jnp.int32),
-        "converged": converged,
-        "nonfinite": ~finite,
-        "diverged": jnp.zeros_like(finite),
-        "active": ~(converged | ~finite),
-        # Whether f saw the returned batch whole at its last evaluation (then the kept
-        # residuals are true for it without evaluating f again).
-        "whole": jnp.asarray(True),
-        "nfev": jnp.asarray(1, jnp.int32),
+        "stop": jnp.where(finite, jnp.where(res <= tol, _CONVERGED, 0), _NONFINITE).astype(
+            jnp.int8
+        ),
+        "nfev": one,
         "history": history,
     }
 
     def running(c):
-        return jnp.any(c["active"]) & (c["k"] < max_iter)
+        return jnp.any(c["stop"] == 0) & (c["k"] < max_iter)
 
     def body(c):
-        active, hold = c["active"], c["hold"]
+        active, hold = c["stop"] == 0, c["hold"]
 
         def evaluate(y):
             return fn(_select(active, y, hold))
@@ -199,57 +203,49 @@ def _iterate_samples(
         finite = jnp.isfinite(abs_n)
         update = active & finite
         improved = update & (res_n < c["best"][3])
-        now_converged = update & (res_n <= tol)
-        now_nonfinite = active & ~finite
-        now_diverged = update & (abs_n > diverge_at)
-        stopped = now_converged | now_nonfinite | now_diverged
+        why = jnp.where(
+            finite,
+            jnp.where(res_n <= tol, _CONVERGED, 0) | jnp.where(abs_n > diverge_at, _DIVERGED, 0),
+            _NONFINITE,
+        ).astype(jnp.int8)
+        stop = jnp.where(active, why, c["stop"])
         # A sample that turned NaN/Inf freezes at its last finite iterate.
-        frozen_at = _select(now_nonfinite, c["z"], z_new)
+        frozen_at = _select(finite, z_new, c["z"])
         best = (z_new, abs_n, scale_n, res_n)
-        out = dict(c, k=k, z=z_new, fz=fz_new, memory=memory, nfev=c["nfev"] + nfev)
+        out = dict(c, k=k, z=z_new, fz=fz_new, memory=memory, nfev=c["nfev"] + nfev, stop=stop)
         out["best"] = jax.tree.map(lambda new, old: _select(improved, new, old), best, c["best"])
-        out["hold"] = _select(stopped, frozen_at, hold)
-        out["converged"] = c["converged"] | now_converged
-        out["nonfinite"] = c["nonfinite"] | now_nonfinite
-        out["diverged"] = c["diverged"] | now_diverged
-        out["active"] = active & ~stopped
+        out["best_k"] = jnp.where(improved, k, c["best_k"])
+        out["hold"] = _select(active & (stop != 0), frozen_at, hold)
         out["nstep"] = jnp.where(active, k, c["nstep"])
-        out["whole"] = jnp.all(improved)
         if trace:
             hist = c["history"]
             out["history"] = hist.at[:, k - 1].set(jnp.where(update, res_n, hist[:, k - 2]))
         return out
 
     c = run_loop(running, body, carry, max_iter, unroll)
-    best_z, abs_r, scale, res = c["best"]
-    kept = (abs_r, scale, res, c["converged"], c["nonfinite"], c["nfev"])
-
-    def recheck(_):
-        # The truth check: the residuals of f at the returned z, on the whole batch. When the
-        # last input of f is that z (frozen samples converged at their frozen iterate, the rest
-        # at the last step) its output serves; else f is evaluated once more.
-        last_in = _select(c["nstep"] == c["k"], c["z"], c["hold"])
-        again = jnp.any(last_in != best_z) | solver.mixes_rows
-        f_best = jax.lax.cond(again, lambda: fn(best_z), lambda: c["fz"])
-        abs_f, scale_f, res_f = measure(best_z, f_best, stop_mode)
-        finite = jnp.isfinite(abs_f)
-        converged = finite & (res_f <= tol)
-        nfev = c["nfev"] + again.astype(jnp.int32)
-        return abs_f, scale_f, res_f, converged, c["nonfinite"] | ~finite, nfev
-
-    unseen = (c["k"] > 1) & (~c["whole"] | solver.mixes_rows)
-    abs_r, scale, res, converged, nonfinite, nfev = jax.lax.cond(
-        unseen, recheck, lambda _: kept, None
-    )
+    best_z = c["best"][0]
+    # The truth check: the residuals of f at the returned z, on the whole batch. f saw that z
+    # whole at its last evaluation when every sample improved in the last iteration; else, when
+    # its last input is that z anyway (samples stopped earlier converged at their frozen
+    # iterate, the rest at the last step) its output serves; otherwise f is evaluated once more.
+    # Without a re-evaluation these are the very numbers the loop kept.
+    whole = jnp.all(c["best_k"] == c["k"]) & (not solver.mixes_rows)
+    last_in = _select(c["nstep"] == c["k"], c["z"], c["hold"])
+    again = (c["k"] > 1) & ~whole & (jnp.any(last_in != best_z) | solver.mixes_rows)
+    f_best = jax.lax.cond(again, lambda: fn(best_z), lambda: c["fz"])
+    abs_r, scale, res = measure(best_z, f_best, stop_mode)
+    finite = jnp.isfinite(abs_r)
+    converged = finite & (res <= tol)
+    nonfinite = ((c["stop"] & _NONFINITE) != 0) | ~finite
     return Solution(
         z=best_z,
-        status=StatusCode(status_of(converged, nonfinite, c["diverged"])),
+        status=StatusCode(status_of(converged, nonfinite, (c["stop"] & _DIVERGED) != 0)),
         converged=converged,
         nstep=c["nstep"],
         residual=res,
         abs_residual=abs_r,
         rel_residual=abs_r / scale,
-        nfev=nfev,
+        nfev=c["nfev"] + again.astype(jnp.int32),
         trace=c["history"],
         state=solver.final_state(c["memory"]) if keep_state else None,
         stop_mode=stop_mode,
