@@ -61,15 +61,8 @@ class Anderson(AndersonOptions, Solver):
         shift = jnp.where(valid[None, :], self.lam * scale[:, None], 1.0)
         system = jnp.where(both[None], gram, 0.0) + eye[None] * shift[:, None, :]
         ones = jnp.broadcast_to(valid.astype(gram.dtype), (gram.shape[0], self.m))
-        # Plain pivoted LU like torch's solve_ex (jnp.linalg.solve adds a custom_linear_solve
-        # wrapper that costs tracing time and is not needed here).
-        lu, pivots, _ = jax.lax.linalg.lu(system)
-        y = jax.scipy.linalg.lu_solve((lu, pivots), ones[..., None])[..., 0]
-        total = y.sum(axis=1, keepdims=True)
-        alpha = y / total
-        ok = jnp.all(jnp.isfinite(alpha), axis=1) & (jnp.abs(total[:, 0]) > 0)
-        fallback = jnp.broadcast_to(jnp.arange(self.m) == newest, alpha.shape).astype(alpha.dtype)
-        return jnp.where(ok[:, None], alpha, fallback)
+        fallback = jnp.broadcast_to(jnp.arange(self.m) == newest, ones.shape).astype(gram.dtype)
+        return _mixing_weights(system, ones, fallback)
 
     def step(self, fn, z, fz, memory, active):
         xs, gs, gram, count = memory
@@ -81,3 +74,39 @@ class Anderson(AndersonOptions, Solver):
         z_new = jnp.where(k == 1, first, x_mix + self.damping * g_mix)
         fz_new = fn(z_new)
         return z_new, fz_new, self._push(memory, z_new, fz_new - z_new), jnp.asarray(1, jnp.int32)
+
+
+def _solve_weights(system, ones):
+    # Plain pivoted LU like torch's solve_ex (jnp.linalg.solve adds a custom_linear_solve
+    # wrapper that costs tracing time and is not needed here).
+    lu, pivots, _ = jax.lax.linalg.lu(system)
+    y = jax.scipy.linalg.lu_solve((lu, pivots), ones[..., None])[..., 0]
+    total = y.sum(axis=1, keepdims=True)
+    alpha = y / total
+    ok = jnp.all(jnp.isfinite(alpha), axis=1) & (jnp.abs(total[:, 0]) > 0)
+    return lu, pivots, y, total, alpha, ok
+
+
+@jax.custom_jvp
+def _mixing_weights(system, ones, fallback):
+    """α = y / Σy with system · y = ones, or ``fallback`` where that fails (a singular system:
+    a history of exactly zero residuals)."""
+    *_, alpha, ok = _solve_weights(system, ones)
+    return jnp.where(ok[:, None], alpha, fallback)
+
+
+@_mixing_weights.defjvp
+def _mixing_weights_jvp(primals, tangents):
+    # The derivative of the solve, taken only where it succeeded: autodiff of the primal would
+    # push the failed samples' Inf through the discarded branch of the select as 0 · Inf = NaN
+    # (the unrolled backward differentiates every step, also after a sample converged exactly).
+    system, ones, fallback = primals
+    d_system = tangents[0]
+    lu, pivots, y, total, alpha, ok = _solve_weights(system, ones)
+    keep = ok[:, None]
+    eye = jnp.eye(system.shape[-1], dtype=system.dtype)
+    lu = jnp.where(keep[..., None], lu, eye)
+    y, total = jnp.where(keep, y, 1.0), jnp.where(keep, total, 1.0)
+    dy = -jax.scipy.linalg.lu_solve((lu, pivots), (d_system @ y[..., None]))[..., 0]
+    d_alpha = dy / total - y * dy.sum(axis=1, keepdims=True) / total**2
+    return jnp.where(keep, alpha, fallback), jnp.where(keep, d_alpha, 0.0)

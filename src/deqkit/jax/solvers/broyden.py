@@ -155,7 +155,7 @@ class Broyden(BroydenOptions, Solver):
             usable = (jnp.abs(denom) > tiny.eps * norms) & jnp.isfinite(denom)
         else:  # Broyden's second method: least change in the inverse, v = Δg
             v = dg
-            denom = jnp.linalg.norm(dg, axis=1, keepdims=True) ** 2
+            denom = _safe_norm(dg) ** 2
             usable = (denom > tiny.tiny) & jnp.isfinite(denom)
         scale = jnp.where(usable, 1.0 / jnp.where(usable, denom, 1.0), 0.0)
         u = jnp.nan_to_num(jnp.where(usable, numer * scale, 0.0), nan=0.0, posinf=0.0, neginf=0.0)
@@ -178,3 +178,11 @@ class _StaticBroyden(Broyden):
     """:class:`Broyden` reading every chunk of its history: reverse-mode autodiff passes."""
 
     dynamic: ClassVar[bool] = False
+
+
+def _safe_norm(x):
+    """Row norms (B, 1) whose gradient is 0, not NaN, at an exactly zero row (a sample that has
+    converged exactly, whose later steps the unrolled backward still differentiates)."""
+    nonzero = jnp.any(x != 0, axis=1, keepdims=True)
+    norm = jnp.linalg.norm(jnp.where(nonzero, x, 1.0), axis=1, keepdims=True)
+    return jnp.where(nonzero, norm, 0.0)
