@@ -52,8 +52,9 @@ def _tied(host, failed: jax.Array, args: tuple) -> jax.Array:
     """``args[0]``, passed through ``host(*args)`` on the host when ``failed`` (under vmap,
     where cond runs both branches, on every call; the host returns early then)."""
 
+    # Every array is an argument (a custom_jvp must not close over traced values).
     @jax.custom_jvp
-    def tied(z, rest):
+    def tied(z, failed, rest):
         out = jax.ShapeDtypeStruct(z.shape, z.dtype)
         return jax.lax.cond(
             failed,
@@ -66,7 +67,7 @@ def _tied(host, failed: jax.Array, args: tuple) -> jax.Array:
     def _identity(primals, tangents):
         return tied(*primals), tangents[0]
 
-    return tied(args[0], args[1:])
+    return tied(args[0], failed, args[1:])
 
 
 def _apply(solution: Solution, on_failure: str, what: str, stable: bool = False) -> None:
