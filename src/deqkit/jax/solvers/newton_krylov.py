@@ -1,9 +1,8 @@
 """Jacobian-free Newton–Krylov: Newton steps on g(z) = f(z) − z, each solved by GMRES.
 
 Twin of ``deqkit.solvers.newton_krylov``. The Krylov basis and Hessenberg matrix have the static
-size ``krylov_dim``; columns not built yet are stood in for by unit columns on rows the built part
-never touches, so one QR of the full matrix yields the least-squares solution of the built part
-(with zero weight on the rest) at every inner step.
+size ``krylov_dim``; the least-squares problem is updated by one Givens rotation per inner step and
+solved once per Newton step, columns not built standing in as unit columns with zero weight.
 """
 
 from __future__ import annotations
@@ -62,7 +61,13 @@ class NewtonKrylov(NewtonKrylovOptions, Solver):
         return jvp
 
     def _gmres(self, fn, z, fz, rhs, active):
-        """Solve (J_f − I) d = rhs per sample from d = 0; returns ``(d, nfev)``."""
+        """Solve (J_f − I) d = rhs per sample from d = 0; returns ``(d, nfev)``.
+
+        The least-squares problem min ‖H y − β e₁‖ is kept in QR form by one Givens rotation
+        per inner step (as in Saad & Schultz's GMRES): its residual is |g_{j+1}| at no cost and
+        the triangular solve for y runs once, after the last step — the same solution as a QR of
+        H at every step (the torch twin's lstsq), without squaring H's condition number.
+        """
         jvp = self._jvp_of(fn, z, fz)
         batch, width = z.shape
         dim = self.krylov_dim
@@ -70,11 +75,10 @@ class NewtonKrylov(NewtonKrylovOptions, Solver):
         beta = jnp.linalg.norm(rhs, axis=1)
         basis = jnp.zeros((batch, dim + 1, width), z.dtype)
         basis = basis.at[:, 0].set(rhs / jnp.maximum(beta, tiny)[:, None])
-        target = jnp.zeros((batch, dim + 1), z.dtype).at[:, 0].set(beta)
-        rows = jnp.arange(dim + 1)
+        slots = jnp.arange(dim + 1)
 
         def body(c):
-            j, basis, hess, _, _, nfev = c
+            j, basis, tri, g, cs, sn, _, nfev = c
             w = jvp(basis[:, j]) - basis[:, j]
 
             def orthogonalise(i, wc):
@@ -82,34 +86,54 @@ class NewtonKrylov(NewtonKrylovOptions, Solver):
                 c_i = jnp.where(i <= j, (w * basis[:, i]).sum(axis=1), 0.0)
                 return w - c_i[:, None] * basis[:, i], coeffs.at[:, i].set(c_i)
 
-            w, coeffs = jax.lax.fori_loop(
+            w, h = jax.lax.fori_loop(
                 0, dim + 1, orthogonalise, (w, jnp.zeros((batch, dim + 1), z.dtype))
             )
             norm_w = jnp.linalg.norm(w, axis=1)
-            column = coeffs.at[:, j + 1].set(norm_w)
-            hess = hess.at[:, :, j].set(column)
+            h = h.at[:, j + 1].set(norm_w)
             basis = basis.at[:, j + 1].set(w / jnp.maximum(norm_w, tiny)[:, None])
-            built = jnp.arange(dim) <= j
-            stand_in = (rows[:, None] == jnp.arange(dim)[None, :] + 1).astype(z.dtype)
-            full = jnp.where(built[None, None, :], hess, stand_in[None])
-            q, r = jnp.linalg.qr(full)
-            y = jax.scipy.linalg.solve_triangular(
-                r, jnp.einsum("bij,bi->bj", q, target)[..., None], lower=False
-            )[..., 0]
-            y = jnp.where(built[None, :], y, 0.0)
-            miss = jnp.linalg.norm(jnp.einsum("bij,bj->bi", hess, y) - target, axis=1)
+
+            def rotate(i, h):  # the earlier rotations, in order, on the new column
+                a, b = h[:, i], h[:, i + 1]
+                keep = i < j
+                return (
+                    h.at[:, i]
+                    .set(jnp.where(keep, cs[:, i] * a + sn[:, i] * b, a))
+                    .at[:, i + 1]
+                    .set(jnp.where(keep, -sn[:, i] * a + cs[:, i] * b, b))
+                )
+
+            h = jax.lax.fori_loop(0, dim, rotate, h, unroll=True)
+            a, b = h[:, j], h[:, j + 1]
+            r = jnp.hypot(a, b)
+            safe = jnp.where(r > 0, r, 1.0)
+            c_j, s_j = jnp.where(r > 0, a / safe, 1.0), jnp.where(r > 0, b / safe, 0.0)
+            h = jnp.where(slots[None, :] == j, r[:, None], jnp.where(slots == j + 1, 0.0, h))
+            tri = tri.at[:, :, j].set(h)
+            g_j = g[:, j]
+            g = g.at[:, j].set(c_j * g_j).at[:, j + 1].set(-s_j * g_j)
+            cs, sn = cs.at[:, j].set(c_j), sn.at[:, j].set(s_j)
+            miss = jnp.abs(g[:, j + 1])
             done = ~active | (miss <= self.krylov_tol * beta) | (norm_w <= tiny)
-            return j + 1, basis, hess, y, jnp.all(done), nfev + 1
+            return j + 1, basis, tri, g, cs, sn, jnp.all(done), nfev + 1
 
         start = (
             jnp.asarray(0, jnp.int32),
             basis,
             jnp.zeros((batch, dim + 1, dim), z.dtype),
+            jnp.zeros((batch, dim + 1), z.dtype).at[:, 0].set(beta),
+            jnp.ones((batch, dim), z.dtype),
             jnp.zeros((batch, dim), z.dtype),
             jnp.asarray(False),
             jnp.asarray(0, jnp.int32),
         )
-        _, basis, _, y, _, nfev = bounded_loop(dim, lambda c: ~c[4], body, start)
+        built, basis, tri, g, _, _, _, nfev = bounded_loop(dim, lambda c: ~c[6], body, start)
+        # Columns not built are unit columns with a zero right-hand side: y is 0 there.
+        used = jnp.arange(dim) < built
+        square = jnp.where(used[None, None, :], tri[:, :dim], jnp.eye(dim, dtype=z.dtype)[None])
+        y = jax.scipy.linalg.solve_triangular(
+            square, jnp.where(used[None, :], g[:, :dim], 0.0)[..., None], lower=False
+        )[..., 0]
         return jnp.einsum("bk,bkd->bd", y, basis[:, :dim]), nfev
 
     def step(self, fn, z, fz, memory, active):
