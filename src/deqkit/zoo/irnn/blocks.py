@@ -92,17 +92,20 @@ class IncrementalBlock(nn.Module):
     def alpha(self) -> torch.Tensor:
         return F.softplus(self.alpha_raw)
 
-    def residual(self, z, z_prev, injection):
-        """F(z) = B(z + z_prev) + x_inj − α(z − z_prev), zero at the layer's output."""
-        return self.branch(z + z_prev) + injection - self.alpha * (z - z_prev)
+    def residual(self, z, z_prev, injection, *context):
+        """F(z) = B(z + z_prev, *context) + x_inj − α(z − z_prev), zero at the layer's output."""
+        return self.branch(z + z_prev, *context) + injection - self.alpha * (z - z_prev)
 
-    def _map(self, z, injection, z_prev):
+    def _map(self, z, injection, z_prev, *context):
         # z ↦ z + F(z)/α, i.e. z_prev + (B(z + z_prev) + x_inj)/α: a contraction while Lip(B) < α.
-        return z + self.residual(z, z_prev, injection) / self.alpha
+        return z + self.residual(z, z_prev, injection, *context) / self.alpha
 
-    def forward(self, z_prev: torch.Tensor, injection: torch.Tensor):
-        """The layer's output and its :class:`deqkit.Solution`; the solve starts from z_prev."""
-        return self.deq(injection, z_prev, z0=z_prev.detach())
+    def forward(self, z_prev: torch.Tensor, injection: torch.Tensor, *context):
+        """The layer's output and its :class:`deqkit.Solution`; the solve starts from z_prev.
+
+        ``context``: further inputs the branch takes after its state (a sequence cell's
+        injection, history and positions in :mod:`deqkit.zoo.irnn.lm`)."""
+        return self.deq(injection, z_prev, *context, z0=z_prev.detach())
 
 
 def IncrementalResidualBlock(channels: int, alpha: float = 1.0, deq: dict | None = None, **branch):
