@@ -56,15 +56,8 @@ class UntiedStack(nn.Module):
                 u = layer.inject(torch.cat([mem.x, x], dim=1))
                 us = torch.cat([mem.u, u], dim=1)
                 z = layer(z, us, mem.z, *layer.extra_inputs(x.shape[1], us.shape[1], x))
-                new.append(_next(mem, z, u, x, self.mem_len, layer.input_context))
+                new.append(mem.advance(z, u, x, self.mem_len, layer.input_context))
         return z, tuple(new), explicit_record(z, len(self.layers))
-
-
-def _next(mem: Memory, z, u, x, n: int, k: int) -> Memory:
-    def keep(old, new, m):
-        return torch.cat([old, new.detach()], 1)[:, -m:] if m else new[:, :0].detach()
-
-    return Memory(keep(mem.z, z, n), keep(mem.u, u, n), keep(mem.x, x, k))
 
 
 class LSTMBody(nn.Module):

@@ -56,6 +56,20 @@ class Memory:
         """Batch size B."""
         return self.z.shape[0]
 
+    def advance(self, z, u, x, mem_len: int, context: int) -> Memory:
+        """The memory the next segment gets after this one's output ``z``, injection ``u`` and
+        embeddings ``x``: the last ``mem_len`` positions of z and u and the last ``context`` of
+        x, each after this memory's, detached.
+
+        >>> m = Memory(torch.zeros(1, 2, 4), torch.zeros(1, 2, 3), torch.zeros(1, 0, 4))
+        >>> n = m.advance(torch.ones(1, 5, 4), torch.ones(1, 5, 3), torch.ones(1, 5, 4), 3, 1)
+        >>> n.length, n.x.shape[1], bool(n.z.requires_grad)
+        (3, 1, False)
+        """
+        return Memory(
+            _keep(self.z, z, mem_len), _keep(self.u, u, mem_len), _keep(self.x, x, context)
+        )
+
 
 class SequenceCell(nn.Module):
     """Base class of a sequence DEQ cell: override ``inject``, ``forward`` and the sizes.
@@ -212,8 +226,7 @@ class SequenceDEQ(nn.Module):
         return z, explicit_record(z, self.unroll)
 
     def _next_memory(self, memory: Memory, z, u, x) -> Memory:
-        n, k = self.mem_len, self.cell.input_context
-        return Memory(_keep(memory.z, z, n), _keep(memory.u, u, n), _keep(memory.x, x, k))
+        return memory.advance(z, u, x, self.mem_len, self.cell.input_context)
 
 
 def combine_solutions(sols: list[dk.Solution]) -> dk.Solution:

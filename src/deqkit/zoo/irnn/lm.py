@@ -51,12 +51,6 @@ def combine_layers(sols: list[dk.Solution]) -> dk.Solution:
     return dataclasses.replace(combine_solutions(sols), nstep=total)
 
 
-def _keep(old: torch.Tensor, new: torch.Tensor, m: int) -> torch.Tensor:
-    if m == 0:
-        return new[:, :0].detach()
-    return torch.cat([old, new.detach()], dim=1)[:, -m:]
-
-
 class IncrementalSequenceBody(nn.Module):
     """``depth`` incremental equilibria of one tied sequence cell over a segment with history.
 
@@ -119,8 +113,7 @@ class IncrementalSequenceBody(nn.Module):
                 z, sol = self.layer(z, no_injection, us, memory.z, *extra)
                 sols.append(sol)
         self.solutions = sols
-        n, k = self.mem_len, cell.input_context
-        new = Memory(_keep(memory.z, z, n), _keep(memory.u, u, n), _keep(memory.x, x, k))
+        new = memory.advance(z, u, x, self.mem_len, cell.input_context)
         return z, new, combine_layers(sols)
 
 
