@@ -60,7 +60,7 @@ class Shine(ShineOptions, Backward):
             )
         z_leaf = z_star.detach().requires_grad_()
         fz = f(z_leaf)
-        if not fz.requires_grad:  # nothing to differentiate (forward-mode tangents are kept)
+        if not fz.requires_grad:  # nothing to differentiate
             return valued_at(z_star, fz)
 
         def adjoint(grad: torch.Tensor | None) -> torch.Tensor | None:

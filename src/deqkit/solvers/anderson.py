@@ -140,16 +140,16 @@ def _torch_weights(gram: torch.Tensor, newest: int, lam: float) -> torch.Tensor:
     eye = torch.eye(k, dtype=work.dtype, device=work.device)
     system = work + (lam * scale)[:, None, None] * eye
     ones = torch.ones(work.shape[0], k, 1, dtype=work.dtype, device=work.device)
-    with torch.no_grad():  # which samples' systems give finite weights
+    with torch.no_grad():  # the weights, and which samples' systems give finite ones
         y, info = torch.linalg.solve_ex(system, ones)
-        ok = (info == 0) & torch.isfinite(y / y.sum(dim=1, keepdim=True)).squeeze(2).all(dim=1)
+        alpha = y.squeeze(2) / y.sum(dim=1)
+        ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
     if system.requires_grad:
         # Solve again on the graph with the failing samples' systems replaced by I: an Inf in the
         # branch torch.where discards would still reach the gradient as 0 · Inf = NaN (a history
         # of exactly zero residuals, i.e. exact convergence, under the unrolled backward).
-        y = torch.linalg.solve(torch.where(ok[:, None, None], system, eye), ones)
-    alpha = y.squeeze(2)
-    alpha = alpha / alpha.sum(dim=1, keepdim=True)
+        y = torch.linalg.solve(torch.where(ok[:, None, None], system, eye), ones).squeeze(2)
+        alpha = y / y.sum(dim=1, keepdim=True)
     fallback = torch.zeros_like(alpha)
     fallback[:, newest] = 1.0
     return torch.where(ok[:, None], alpha, fallback).to(gram.dtype)
