@@ -20,7 +20,14 @@ import torch
 from .cell import ACTIVATIONS, IncrementalCell, _activation_derivative
 from .model import IncrementalRNN
 
-__all__ = ["DenseStates", "dense_product_norms", "dense_products", "dense_states", "newton_root"]
+__all__ = [
+    "DenseStates",
+    "dense_product_norms",
+    "dense_products",
+    "dense_states",
+    "newton_root",
+    "step_products",
+]
 
 
 @dataclass(frozen=True)
@@ -106,24 +113,36 @@ def dense_states(rnn: IncrementalRNN, x: torch.Tensor, *, tol: float = 1e-12) ->
     )
 
 
+def step_products(
+    cell: IncrementalCell, h: torch.Tensor, drive: torch.Tensor, U: torch.Tensor
+) -> torch.Tensor:
+    """∂h_t/∂h_1 = J_t ⋯ J_2 per sample for t = 2..T → (B, T − 1, H, H), from the closed-form
+    per-step Jacobians (:meth:`IncrementalCell.step_jacobian`) at the states h (B, T, H) with
+    their drives W x_t + b (B, T, H); exact where the states are exact roots.
+
+    >>> cell = IncrementalCell(2, 4, activation="tanh", recurrent="stable")
+    >>> h, drive = torch.randn(2, 5, 4), torch.randn(2, 5, 4)
+    >>> step_products(cell, h, drive, cell.recurrent_matrix()).shape
+    torch.Size([2, 4, 4, 4])
+    """
+    product = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device).expand(h.shape[0], -1, -1)
+    products = []
+    for t in range(1, h.shape[1]):
+        product = cell.step_jacobian(h[:, t], h[:, t - 1], drive[:, t], U) @ product
+        products.append(product)
+    return torch.stack(products, 1)
+
+
 @torch.no_grad()
 def dense_products(rnn: IncrementalRNN, states: DenseStates) -> torch.Tensor:
-    """∂h_t/∂h_1 = J_t ⋯ J_2 per sample for t = 2..T → (B, T − 1, H, H), from the closed-form
-    per-step Jacobians at the dense states.
+    """:func:`step_products` at the dense states → (B, T − 1, H, H).
 
     >>> rnn = IncrementalRNN(2, 4, activation="tanh", recurrent="stable").double()
     >>> s = dense_states(rnn, torch.randn(2, 5, 2, dtype=torch.float64))
     >>> dense_products(rnn, s).shape
     torch.Size([2, 4, 4, 4])
     """
-    cell, h = rnn.cell, states.h
-    product = torch.eye(rnn.hidden, dtype=h.dtype, device=h.device).expand(h.shape[0], -1, -1)
-    products = []
-    for t in range(1, h.shape[1]):
-        J = cell.step_jacobian(h[:, t], h[:, t - 1], states.drive[:, t], states.U)
-        product = J @ product
-        products.append(product)
-    return torch.stack(products, 1)
+    return step_products(rnn.cell, states.h, states.drive, states.U)
 
 
 def dense_product_norms(rnn: IncrementalRNN, states: DenseStates) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 import deqkit as dk
 from deqkit.data.sequences import adding_task
 
-from .dense import dense_product_norms, dense_states
+from .dense import dense_product_norms, dense_states, step_products
 from .experiment import RunConfig, build_network, loss_and_metric
 from .model import IncrementalRNN
 from .network import SequenceNet
@@ -75,13 +75,8 @@ def jacobian_product_norms(rnn: IncrementalRNN, x: torch.Tensor) -> list[float]:
     """
     h, _ = rnn(x)
     cell = rnn.cell
-    U, wx = cell.recurrent_matrix(), cell.drive(x)
-    product = torch.eye(rnn.hidden, dtype=h.dtype).expand(x.shape[0], -1, -1)
-    norms = []
-    for t in range(1, x.shape[1]):
-        product = cell.step_jacobian(h[:, t], h[:, t - 1], wx[:, t], U) @ product
-        norms.append(torch.linalg.matrix_norm(product, ord=2).mean().item())
-    return norms
+    products = step_products(cell, h, cell.drive(x), cell.recurrent_matrix())
+    return torch.linalg.matrix_norm(products, ord=2).mean(0).tolist()
 
 
 _VARIANTS = {
