@@ -32,6 +32,7 @@ def iterate_batch(
     ('CONVERGED', True)
     """
     shape = z0.shape
+    batch = shape[0]
 
     def evaluate(flat):
         return fn(flat.reshape(shape)).reshape(1, -1)
@@ -40,54 +41,66 @@ def iterate_batch(
         return measure(flat.reshape(shape), f_flat.reshape(shape), stop_mode)
 
     z = z0.reshape(1, -1)
-    fz = evaluate(z)
-    abs_r, scale, res = residuals(z, fz)
-    finite = jnp.isfinite(abs_r)
-    diverge_at = divergence_ratio * jnp.maximum(abs_r, jnp.finfo(abs_r.dtype).tiny)
-    history = None
-    if trace:
-        history = jnp.full((shape[0], max_iter), jnp.nan, res.dtype).at[:, 0].set(res)
-    carry = {
-        "k": jnp.asarray(1, jnp.int32),
+    dtype = jax.eval_shape(residuals, z, z)[2].dtype
+    nan = jnp.full(batch, jnp.nan, dtype)
+    no = jnp.zeros(batch, bool)
+    # The state before the first evaluation; record() turns it into the state after it, the
+    # same code as every later iteration's bookkeeping.
+    blank = {
+        "k": jnp.asarray(0, jnp.int32),
         "z": z,
-        "fz": fz,
-        "memory": solver.init(z, fz),
-        "best": (z, abs_r, scale, res),
-        "worst": jnp.max(res),
-        "nonfinite": ~finite,
-        "diverged": jnp.zeros_like(finite),
-        "done": jnp.any(~finite) | jnp.all(res <= tol),
-        "nfev": jnp.asarray(1, jnp.int32),
-        "history": history,
+        "fz": z,
+        "memory": solver.empty(z) if solver.starts_in_loop else None,
+        "best": (z, nan, nan, nan),
+        "worst": jnp.asarray(jnp.nan, dtype),
+        "diverge_at": nan,
+        "nonfinite": no,
+        "diverged": no,
+        "done": jnp.asarray(False),
+        "nfev": jnp.asarray(0, jnp.int32),
+        "history": jnp.full((batch, max_iter), jnp.nan, dtype) if trace else None,
     }
     one = jnp.ones(1, bool)
 
-    def running(c):
-        return ~c["done"] & (c["k"] < max_iter)
-
-    def body(c):
-        z_new, fz_new, memory, nfev = solver.step(evaluate, c["z"], c["fz"], c["memory"], one)
+    def record(c, z_new, fz_new, memory, nfev):
         k = c["k"] + 1
+        first = k == 1
         abs_n, scale_n, res_n = residuals(z_new, fz_new)
         finite = jnp.isfinite(abs_n)
+        tiny = jnp.finfo(abs_n.dtype).tiny
+        diverge_at = jnp.where(first, divergence_ratio * jnp.maximum(abs_n, tiny), c["diverge_at"])
         diverged = finite & (abs_n > diverge_at)
         # Two reductions per iteration: the worst residual, NaN when any sample is NaN/Inf
         # (max propagates NaN), and whether any sample diverged.
         worst = jnp.max(jnp.where(finite, res_n, jnp.nan))
-        better = worst < c["worst"]
+        better = (worst < c["worst"]) | first
         best = jax.tree.map(
             lambda new, old: jnp.where(better, new, old), (z_new, abs_n, scale_n, res_n), c["best"]
         )
         out = dict(c, k=k, z=z_new, fz=fz_new, memory=memory, best=best, nfev=c["nfev"] + nfev)
         out["worst"] = jnp.where(better, worst, c["worst"])
+        out["diverge_at"] = diverge_at
         out["nonfinite"], out["diverged"] = ~finite, diverged
         out["done"] = jnp.isnan(worst) | jnp.any(diverged) | (worst <= tol)
         if trace:
             hist = c["history"]
-            out["history"] = hist.at[:, k - 1].set(jnp.where(finite, res_n, hist[:, k - 2]))
+            kept = jnp.where(finite | first, res_n, hist[:, k - 2])
+            out["history"] = hist.at[:, k - 1].set(kept)
         return out
 
-    c = run_loop(running, body, carry, max_iter, unroll)
+    if solver.starts_in_loop:
+        carry = blank
+    else:
+        fz = evaluate(z)
+        carry = record(blank, z, fz, solver.init(z, fz), jnp.asarray(1, jnp.int32))
+
+    def running(c):
+        return ~c["done"] & (c["k"] < max_iter)
+
+    def body(c):
+        return record(c, *solver.step(evaluate, c["z"], c["fz"], c["memory"], one))
+
+    c = run_loop(running, body, carry, max_iter, unroll, first=1 if solver.starts_in_loop else 2)
     best_z, abs_r, scale, res = c["best"]
     nonfinite, nfev = c["nonfinite"], c["nfev"]
     if solver.mixes_rows:

@@ -29,12 +29,13 @@ def status_of(converged: jax.Array, nonfinite: jax.Array, diverged: jax.Array) -
     ).astype(jnp.int32)
 
 
-def run_loop(running, body, carry, max_iter: int, unroll: bool):
-    """``while running(c): c = body(c)`` for iterations 2..max_iter: a ``while_loop``, or with
-    ``unroll`` a static-length ``fori_loop`` that reverse-mode autodiff can pass through."""
+def run_loop(running, body, carry, max_iter: int, unroll: bool, first: int = 2):
+    """``while running(c): c = body(c)`` for iterations ``first``..max_iter: a ``while_loop``,
+    or with ``unroll`` a static-length ``fori_loop`` that reverse-mode autodiff can pass
+    through."""
     if unroll:
         return jax.lax.fori_loop(
-            1, max_iter, lambda _, c: jax.lax.cond(running(c), body, lambda c: c, c), carry
+            first - 1, max_iter, lambda _, c: jax.lax.cond(running(c), body, lambda c: c, c), carry
         )
     return jax.lax.while_loop(running, body, carry)
 

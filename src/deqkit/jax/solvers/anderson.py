@@ -37,11 +37,16 @@ class Anderson(AndersonOptions, Solver):
 
     name: ClassVar[str] = "anderson"
 
-    def init(self, z, fz):
+    starts_in_loop: ClassVar[bool] = True
+
+    def empty(self, z):
         batch, width = z.shape
         xs = jnp.zeros((batch, self.m, width), z.dtype)
         gram = jnp.zeros((batch, self.m, self.m), z.dtype)
-        return self._push((xs, xs, gram, jnp.asarray(0, jnp.int32)), z, fz - z)
+        return xs, xs, gram, jnp.asarray(0, jnp.int32)
+
+    def init(self, z, fz):
+        return self._push(self.empty(z), z, fz - z)
 
     def _push(self, memory, x, g):
         xs, gs, gram, count = memory
@@ -70,8 +75,10 @@ class Anderson(AndersonOptions, Solver):
         alpha = self._weights(gram, jnp.arange(self.m) < k, (count - 1) % self.m)
         x_mix = jnp.einsum("bm,bmd->bd", alpha, xs)
         g_mix = jnp.einsum("bm,bmd->bd", alpha, gs)
+        # A plain (damped) step while the history holds one pair; from the empty history
+        # (count 0, called with fz = z = z0) the same expression proposes z0 itself.
         first = fz if self.damping == 1.0 else z + self.damping * (fz - z)
-        z_new = jnp.where(k == 1, first, x_mix + self.damping * g_mix)
+        z_new = jnp.where(k <= 1, first, x_mix + self.damping * g_mix)
         fz_new = fn(z_new)
         return z_new, fz_new, self._push(memory, z_new, fz_new - z_new), jnp.asarray(1, jnp.int32)
 

@@ -56,6 +56,15 @@ class Solver(abc.ABC):
     ) -> tuple[jax.Array, jax.Array, Any, jax.Array]:
         """Propose and evaluate the next iterate; return ``(z_new, f(z_new), memory, nfev)``."""
 
+    #: Whether ``step(fn, z0, z0, empty(z0), active)`` evaluates f at z0 itself and returns
+    #: ``init(z0, f(z0))`` as the memory: the loop then makes the first evaluation as its first
+    #: iteration, and f appears once in the compiled program instead of twice.
+    starts_in_loop: ClassVar[bool] = False
+
+    def empty(self, z: jax.Array) -> Any:
+        """The memory before any evaluation (used when :attr:`starts_in_loop`)."""
+        raise NotImplementedError(f"{type(self).__name__} evaluates f(z0) before its loop")
+
     @property
     def mixes_rows(self) -> bool:
         """Whether a step may assemble ``f(z_new)`` from rows of several evaluations (a
@@ -159,50 +168,39 @@ def _iterate_samples(
     solver, fn, z0, *, tol, max_iter, stop_mode, trace, divergence_ratio, unroll, keep_state
 ) -> Solution:
     batch = z0.shape[0]
-    z = z0
-    fz = fn(z)
-    abs_r, scale, res = measure(z, fz, stop_mode)
-    finite = jnp.isfinite(abs_r)
-    diverge_at = divergence_ratio * jnp.maximum(abs_r, jnp.finfo(abs_r.dtype).tiny)
-    history = None
-    if trace:
-        history = jnp.full((batch, max_iter), jnp.nan, res.dtype).at[:, 0].set(res)
-    one = jnp.asarray(1, jnp.int32)
+    dtype = jax.eval_shape(lambda z: measure(z, z, stop_mode), z0)[2].dtype
+    nan = jnp.full(batch, jnp.nan, dtype)
+    zeros = jnp.zeros(batch, jnp.int32)
     # The loop state is kept small (each piece is work in every iteration): one int8 stop word
     # per sample instead of four flags, the iteration at which each sample last improved instead
-    # of a per-iteration reduction; the stop test of the loop is its only reduction.
-    carry = {
-        "k": one,
-        "z": z,
-        "fz": fz,
-        "memory": solver.init(z, fz),
+    # of a per-iteration reduction; the stop test of the loop is its only reduction. This is the
+    # state before the first evaluation: record() turns it into the state after it, the same
+    # code as every later iteration's bookkeeping.
+    blank = {
+        "k": jnp.asarray(0, jnp.int32),
+        "z": z0,
+        "fz": z0,
+        "memory": solver.empty(z0) if solver.starts_in_loop else None,
         # Each stopped sample's frozen iterate: f sees it in place of the solver's proposals.
-        "hold": z,
-        "best": (z, abs_r, scale, res),
-        "best_k": jnp.ones(batch, jnp.int32),
-        "nstep": jnp.ones(batch, jnp.int32),
-        "stop": jnp.where(finite, jnp.where(res <= tol, _CONVERGED, 0), _NONFINITE).astype(
-            jnp.int8
-        ),
-        "nfev": one,
-        "history": history,
+        "hold": z0,
+        "best": (z0, nan, nan, nan),
+        "best_k": zeros,
+        "nstep": zeros,
+        "stop": jnp.zeros(batch, jnp.int8),
+        "diverge_at": nan,
+        "nfev": jnp.asarray(0, jnp.int32),
+        "history": jnp.full((batch, max_iter), jnp.nan, dtype) if trace else None,
     }
 
-    def running(c):
-        return jnp.any(c["stop"] == 0) & (c["k"] < max_iter)
-
-    def body(c):
-        active, hold = c["stop"] == 0, c["hold"]
-
-        def evaluate(y):
-            return fn(_select(active, y, hold))
-
-        z_new, fz_new, memory, nfev = solver.step(evaluate, c["z"], c["fz"], c["memory"], active)
+    def record(c, active, z_new, fz_new, memory, nfev):
         k = c["k"] + 1
+        first = k == 1
         abs_n, scale_n, res_n = measure(z_new, fz_new, stop_mode)
         finite = jnp.isfinite(abs_n)
+        tiny = jnp.finfo(abs_n.dtype).tiny
+        diverge_at = jnp.where(first, divergence_ratio * jnp.maximum(abs_n, tiny), c["diverge_at"])
         update = active & finite
-        improved = update & (res_n < c["best"][3])
+        improved = (update & (res_n < c["best"][3])) | first
         why = jnp.where(
             finite,
             jnp.where(res_n <= tol, _CONVERGED, 0) | jnp.where(abs_n > diverge_at, _DIVERGED, 0),
@@ -215,14 +213,34 @@ def _iterate_samples(
         out = dict(c, k=k, z=z_new, fz=fz_new, memory=memory, nfev=c["nfev"] + nfev, stop=stop)
         out["best"] = jax.tree.map(lambda new, old: _select(improved, new, old), best, c["best"])
         out["best_k"] = jnp.where(improved, k, c["best_k"])
-        out["hold"] = _select(active & (stop != 0), frozen_at, hold)
+        out["hold"] = _select(active & (stop != 0), frozen_at, c["hold"])
         out["nstep"] = jnp.where(active, k, c["nstep"])
+        out["diverge_at"] = diverge_at
         if trace:
             hist = c["history"]
-            out["history"] = hist.at[:, k - 1].set(jnp.where(update, res_n, hist[:, k - 2]))
+            kept = jnp.where(update | first, res_n, hist[:, k - 2])
+            out["history"] = hist.at[:, k - 1].set(kept)
         return out
 
-    c = run_loop(running, body, carry, max_iter, unroll)
+    if solver.starts_in_loop:
+        carry = blank
+    else:
+        fz = fn(z0)
+        one = jnp.asarray(1, jnp.int32)
+        carry = record(blank, blank["stop"] == 0, z0, fz, solver.init(z0, fz), one)
+
+    def running(c):
+        return jnp.any(c["stop"] == 0) & (c["k"] < max_iter)
+
+    def body(c):
+        active, hold = c["stop"] == 0, c["hold"]
+
+        def evaluate(y):
+            return fn(_select(active, y, hold))
+
+        return record(c, active, *solver.step(evaluate, c["z"], c["fz"], c["memory"], active))
+
+    c = run_loop(running, body, carry, max_iter, unroll, first=1 if solver.starts_in_loop else 2)
     best_z = c["best"][0]
     # The truth check: the residuals of f at the returned z, on the whole batch. f saw that z
     # whole at its last evaluation when every sample improved in the last iteration; else, when

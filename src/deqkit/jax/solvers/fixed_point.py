@@ -27,7 +27,12 @@ class FixedPoint(FixedPointOptions, Solver):
 
     name: ClassVar[str] = "fixed_point"
 
+    starts_in_loop: ClassVar[bool] = True
+
     def init(self, z, fz):
+        return None
+
+    def empty(self, z):
         return None
 
     def step(self, fn, z, fz, memory, active):
