@@ -92,8 +92,9 @@ class Broyden(BroydenOptions, Solver):
         # J⁻¹ = −I at the start, so the first direction is g itself. Unwritten slots of U and V
         # are never read, so they start uninitialised.
         us, vs = history_buffer(z, self.memory), history_buffer(z, self.memory)
-        # The last slot caches the (active, frozen rows) pair of the previous step (see _frozen).
-        return us, vs, 0, g, g, (None, None)
+        # The last slot caches the (active, frozen mask, frozen row indices) of the previous
+        # step (see _frozen).
+        return us, vs, 0, g, g, (None, None, None)
 
     def residual(self, memory):
         return memory[3]
@@ -190,9 +191,10 @@ class Broyden(BroydenOptions, Solver):
         elif full:  # frozen rows keep their term: one select per buffer, in place
             torch.where(frozen, u_slot, numer * factors[0], out=u_slot)
             torch.where(frozen, v_slot, v, out=v_slot)
-        else:  # frozen rows stay empty
-            torch.mul(numer, factors[0], out=u_slot).masked_fill_(frozen, 0.0)
-            v_slot.copy_(v).masked_fill_(frozen, 0.0)
+        else:  # frozen rows stay empty (filled by index: a (B, 1) mask fill is a scalar loop)
+            rows = seen[2]
+            torch.mul(numer, factors[0], out=u_slot).index_fill_(0, rows, 0.0)
+            v_slot.copy_(v).index_fill_(0, rows, 0.0)
         if not usable.all():  # no update for these samples: no NaN/Inf may enter U Vᵀ
             rows = usable if frozen is None else usable | ~active.cpu().numpy()
             keep = torch.from_numpy(rows).to(z.device)[:, None]
@@ -202,15 +204,18 @@ class Broyden(BroydenOptions, Solver):
 
 
 def _frozen(active: torch.Tensor, seen: tuple) -> tuple:
-    """``(active, rows)`` with ``rows`` the (B, 1) mask of frozen samples, or None when every
-    sample is active. The loop hands a new ``active`` tensor only when samples stop, so the
-    verdict (a device-to-host read) is taken once per change, not once per step."""
+    """``(active, mask, rows)`` with ``mask`` the (B, 1) mask of frozen samples and ``rows``
+    their indices (CPU only), or None when every sample is active. The loop hands a new
+    ``active`` tensor only when samples stop, so the verdict (a device-to-host read) is taken
+    once per change, not once per step."""
     if active is seen[0]:
         return seen
     if active.device.type == "cpu" and not active.requires_grad:  # NumPy: no torch dispatch
-        mask = active.numpy()
-        return active, (None if mask.all() else torch.from_numpy(~mask[:, None]))
-    return active, (None if bool(active.all()) else ~active[:, None])
+        stopped = ~active.numpy()
+        if not stopped.any():
+            return active, None, None
+        return active, torch.from_numpy(stopped[:, None]), torch.from_numpy(np.flatnonzero(stopped))
+    return active, (None if bool(active.all()) else ~active[:, None]), None
 
 
 def _as_tensor(values: Any, device: torch.device) -> torch.Tensor:
